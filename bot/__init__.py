@@ -1,0 +1,1 @@
+"""The core of the Koperasi Merah Putih bot: configuration, services and wiring."""

@@ -1,0 +1,96 @@
+"""The one place that builds the Telegram Application and joins it with the core."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
+from telegram.request import BaseRequest
+
+from bot.core import Core
+from handlers import fallback, onboarding
+from handlers.common import reply
+
+log = logging.getLogger(__name__)
+
+# Used when no token is configured: the local Bot API accepts any well-formed token.
+LOCAL_TOKEN = "7000000001:local-simulator"  # noqa: S105 - not a secret
+
+App = Application[Any, Any, Any, Any, Any, Any]
+
+
+def register_handlers(app: App) -> None:
+    """All handlers in one visible place. Order matters: group chats are turned away first,
+    then the features, then the fallbacks that answer whatever was left."""
+    app.add_handlers(fallback.build_group_handlers(), group=0)
+    app.add_handlers(onboarding.build_handlers(), group=0)
+    app.add_handlers(fallback.build_handlers(), group=0)
+    app.add_error_handler(on_error)
+
+
+def command_menu(core: Core) -> list[BotCommand]:
+    lines = core.messages.render("commands").splitlines()
+    return [BotCommand(*line.split(" ", 1)) for line in lines if line.strip()]
+
+
+async def post_init(app: App) -> None:
+    core: Core = app.bot_data["core"]
+    await app.bot.set_my_commands(command_menu(core), scope=BotCommandScopeAllPrivateChats())
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    log.error("Error while handling %r", update, exc_info=context.error)
+    if (
+        isinstance(update, Update)
+        and update.effective_chat
+        and update.effective_chat.type == "private"
+    ):
+        try:
+            await reply(update, context, "error_generic")
+        except Exception:  # the apology must never raise out of the error handler
+            log.exception("Could not tell the user about the error")
+
+
+def build_application(core: Core, request: BaseRequest | None = None) -> App:
+    settings = core.settings
+    token = (
+        settings.telegram_bot_token.get_secret_value()
+        if settings.telegram_bot_token
+        else LOCAL_TOKEN
+    )
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(f"{settings.telegram_api_base_url}/bot")
+        .base_file_url(f"{settings.telegram_api_base_url}/file/bot")
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=settings.tz))
+        .post_init(post_init)
+    )
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request)
+    app = builder.build()
+    app.bot_data["core"] = core
+    register_handlers(app)
+    return app
+
+
+def run_polling(core: Core) -> None:
+    """Run on Telegram with long polling until interrupted."""
+    app = build_application(core)
+    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+
+
+async def bot_username(core: Core) -> str:
+    """The bot's @username for deep links: from settings, else asked from Telegram."""
+    if core.settings.telegram_bot_username:
+        return core.settings.telegram_bot_username
+    if core.settings.telegram_bot_token is None:
+        from handlers.local_api import BOT_USERNAME
+
+        return BOT_USERNAME
+    app = build_application(core)
+    async with app:
+        return str(app.bot.username)

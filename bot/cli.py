@@ -1,0 +1,264 @@
+"""The `koperasi-bot` command line: init, import-coops, invite, officer, roles, run, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot import officers, onboarding, registry
+from bot.config import ConfigError, Settings, load_settings
+from bot.core import Core
+from messages import Messages
+from storage import migrate
+
+log = logging.getLogger("bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="koperasi-bot",
+        description="Koperasi Merah Putih reporting bot: registry, invites, officers, the bot.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="migrate the database; optionally load the sample registry")
+    sample = init.add_mutually_exclusive_group()
+    sample.add_argument("--sample", action="store_true", help="load the Kota Serang sample")
+    sample.add_argument(
+        "--sample-if-empty",
+        action="store_true",
+        help="load the Kota Serang sample only when the registry is empty",
+    )
+
+    imp = sub.add_parser("import-coops", help="import or update cooperatives from CSV or XLSX")
+    imp.add_argument("file", type=Path)
+
+    inv = sub.add_parser("invite", help="create a single-use invite for a board member")
+    inv.add_argument("--coop", required=True, help="Kemendagri code, e.g. 36.73.04.1007")
+    inv.add_argument("--role", required=True, help="role code, e.g. bendahara (see `roles`)")
+    inv.add_argument("--title", help='the title as the cooperative uses it, e.g. "Ketua I"')
+    inv.add_argument("--days", type=int, help="days until it expires (default INVITE_TTL_DAYS)")
+    inv.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+
+    officer = sub.add_parser("officer", help="city officers")
+    osub = officer.add_subparsers(dest="officer_command", required=True)
+    add = osub.add_parser("add", help="register or update a city officer")
+    add.add_argument("--telegram-id", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--kecamatan", help="scope to one kecamatan (default: the whole city)")
+    add.add_argument("--can-broadcast", action="store_true", help="may send summons")
+    osub.add_parser("list", help="list officers")
+
+    sub.add_parser("roles", help="list board roles usable with `invite --role`")
+    run = sub.add_parser("run", help="start the bot (Telegram if a token is set, else simulator)")
+    run.add_argument(
+        "--simulator", action="store_true", help="the local simulator even with a token"
+    )
+    sub.add_parser("simulate", help="start the local chat simulator")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(Messages().render("cli_config_error", error=str(exc)), file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Per-request and per-migration INFO lines drown what the person asked for.
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    messages = Messages(settings.language, settings.tz)
+    command = args.command
+    if command in ("init", "run", "simulate"):
+        migrate.upgrade(settings.database_url)
+    if command == "run" and settings.telegram_bot_token and not args.simulator:
+        from bot.app import run_polling
+
+        print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
+        run_polling(Core.create(settings))
+        return 0
+    if command == "run":
+        if not args.simulator:
+            print(messages.render("cli_token_hint"), file=sys.stderr)
+        command = "simulate"
+    return asyncio.run(_async_main(command, args, settings))
+
+
+def _shown(settings: Settings) -> str:
+    """The database URL without a password, for messages."""
+    url = settings.database_url
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return url
+
+
+async def _async_main(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    core = Core.create(settings)
+    try:
+        handler = _COMMANDS[command]
+        return await handler(core, args)
+    finally:
+        await core.close()
+
+
+def _out(core: Core, template: str, **values: Any) -> None:
+    text = core.messages.render(template, **values)
+    if text:
+        print(text)
+
+
+def _err(core: Core, template: str, **values: Any) -> None:
+    print(core.messages.render(template, **values), file=sys.stderr)
+
+
+async def _init(core: Core, args: argparse.Namespace) -> int:
+    count = await registry.count_koperasi(core.db)
+    sample, report = "none", None
+    if args.sample or (args.sample_if_empty and count == 0):
+        report = await registry.import_file(
+            core.db, registry.SAMPLE_REGISTRY, core.clock.now(), "cli:init"
+        )
+        sample = "loaded"
+    elif args.sample_if_empty:
+        sample = "skipped"
+    _out(
+        core,
+        "cli_init_done",
+        database=_shown(core.settings),
+        sample=sample,
+        report=report,
+        count=count,
+    )
+    return 0
+
+
+async def _import(core: Core, args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        report = await registry.import_file(core.db, path, core.clock.now(), "cli:import-coops")
+    except (FileNotFoundError, IsADirectoryError):
+        _err(core, "cli_import_file_error", code="not_found", file=path, value="")
+        return 2
+    except registry.RegistryFileError as exc:
+        _err(core, "cli_import_file_error", code=exc.code, file=path, value=exc.value)
+        return 2
+    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+        # openpyxl raises several kinds for a file that is not really a workbook.
+        _err(core, "cli_import_file_error", code="unreadable", file=path, value=str(exc))
+        return 2
+    _out(core, "cli_import", file=path, report=report)
+    return 1 if report.errors else 0
+
+
+async def _invite(core: Core, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from bot.app import bot_username
+
+    if args.days is not None and not 1 <= args.days <= 365:
+        _err(core, "cli_invite_error", code="bad_days", value=str(args.days))
+        return 2
+    try:
+        invite = await onboarding.create_invite(
+            core,
+            koperasi_kode=args.coop,
+            role=args.role,
+            judul=args.title,
+            created_by="cli:invite",
+            ttl=timedelta(days=args.days) if args.days else None,
+        )
+    except onboarding.InviteError as exc:
+        _err(core, "cli_invite_error", code=exc.code, value=exc.value)
+        return 2
+    link = f"https://t.me/{await bot_username(core)}?start={invite.code}"
+    _out(core, "cli_invite", invite=invite, link=link)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "code": invite.code,
+                    "link": link,
+                    "koperasi_kode": invite.koperasi_kode,
+                    "jabatan": invite.jabatan,
+                    "expires_at": invite.expires_at.isoformat(),
+                }
+            )
+        )
+    return 0
+
+
+async def _officer(core: Core, args: argparse.Namespace) -> int:
+    if args.officer_command == "list":
+        _out(core, "cli_officer_list", officers=await officers.list_officers(core))
+        return 0
+    try:
+        saved = await officers.add_officer(
+            core,
+            telegram_id=args.telegram_id,
+            nama=args.name,
+            kecamatan=args.kecamatan,
+            can_broadcast=args.can_broadcast,
+            actor="cli:officer",
+        )
+    except officers.OfficerError as exc:
+        _err(core, "cli_officer_error", code=exc.code, value=exc.value)
+        return 2
+    _out(core, "cli_officer_saved", saved=saved)
+    return 0
+
+
+async def _roles(core: Core, args: argparse.Namespace) -> int:
+    _out(core, "cli_roles", roles=await onboarding.list_jabatan(core))
+    return 0
+
+
+async def _simulate(core: Core, args: argparse.Namespace) -> int:
+    from bot.app import build_application
+    from handlers.local_api import LocalBotAPI
+    from handlers.simulator import Simulator
+
+    api = LocalBotAPI()
+    app = build_application(core, request=api)
+    interactive = sys.stdin.isatty()
+
+    async def read_line() -> str | None:
+        if interactive:
+            print("Anda> ", end="", flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        return line or None
+
+    async with app:
+        await Simulator(
+            core,
+            app,
+            api,
+            read_line,
+            lambda text: print(text, flush=True),
+            echo_input=not interactive,
+        ).run()
+    _out(core, "sim_bye", database=_shown(core.settings))
+    return 0
+
+
+_COMMANDS = {
+    "init": _init,
+    "import-coops": _import,
+    "invite": _invite,
+    "officer": _officer,
+    "roles": _roles,
+    "simulate": _simulate,
+}

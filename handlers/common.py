@@ -1,0 +1,85 @@
+"""What every Telegram handler shares: the core, the actor, and sending rendered templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram.ext import ContextTypes, filters
+
+from bot.core import Core
+from bot.identity import Actor, identify
+from bot.text import split_message
+
+CHANNEL = "telegram"
+
+# New messages in private chats; edits of old messages are not commands or answers.
+PRIVATE = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+
+Context = ContextTypes.DEFAULT_TYPE
+Buttons = list[list[tuple[str, str]]]
+
+
+def core_of(context: Context) -> Core:
+    core = context.application.bot_data["core"]
+    assert isinstance(core, Core)
+    return core
+
+
+def display_name(user: User | None) -> str:
+    if user is None:
+        return ""
+    return " ".join(part for part in (user.first_name, user.last_name) if part).strip()
+
+
+async def actor_of(update: Update, context: Context) -> Actor:
+    user = update.effective_user
+    assert user is not None
+    async with core_of(context).db.sessions() as session:
+        return await identify(session, CHANNEL, str(user.id))
+
+
+def keyboard(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in buttons]
+    )
+
+
+def label(context: Context, name: str, **values: Any) -> str:
+    return core_of(context).messages.render(name, **values)
+
+
+async def reply(
+    update: Update,
+    context: Context,
+    template: str,
+    *,
+    buttons: Buttons | None = None,
+    **values: Any,
+) -> None:
+    """Render a template and send it to the update's chat, split below Telegram's limit; the
+    buttons go with the last part."""
+    chat = update.effective_chat
+    assert chat is not None
+    text = core_of(context).messages.render(template, **values)
+    parts = split_message(text)
+    for index, part in enumerate(parts):
+        markup = keyboard(buttons) if index == len(parts) - 1 else None
+        await context.bot.send_message(chat_id=chat.id, text=part, reply_markup=markup)
+
+
+async def edit(
+    update: Update,
+    context: Context,
+    template: str,
+    *,
+    buttons: Buttons | None = None,
+    **values: Any,
+) -> None:
+    """Replace the text of the message whose button was pressed (and drop its buttons)."""
+    query = update.callback_query
+    assert query is not None
+    text = core_of(context).messages.render(template, **values)
+    await query.edit_message_text(text=split_message(text)[0], reply_markup=keyboard(buttons))

@@ -1,0 +1,233 @@
+"""SQLAlchemy 2 models of the registry, people, roles, invites and the audit log."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC on every backend and always hands back an aware datetime.
+
+    SQLite keeps no offset, so values are normalised to naive UTC on the way in and tagged as
+    UTC on the way out; PostgreSQL gets timestamptz.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; the core works in aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class RoleLevel(enum.StrEnum):
+    """What a role may do; the titles are configurable, the level is not a free string."""
+
+    PENGURUS = "pengurus"
+    PENGAWAS = "pengawas"
+    PENGELOLA = "pengelola"
+
+
+class Kecamatan(Base):
+    __tablename__ = "kecamatan"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kode: Mapped[str] = mapped_column(String(8), unique=True)
+    nama: Mapped[str] = mapped_column(String(100))
+
+    kelurahan: Mapped[list[Kelurahan]] = relationship(back_populates="kecamatan")
+
+
+class Kelurahan(Base):
+    __tablename__ = "kelurahan"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kode: Mapped[str] = mapped_column(String(13), unique=True)
+    nama: Mapped[str] = mapped_column(String(100))
+    kecamatan_id: Mapped[int] = mapped_column(ForeignKey("kecamatan.id"), index=True)
+
+    kecamatan: Mapped[Kecamatan] = relationship(back_populates="kelurahan")
+    koperasi: Mapped[Koperasi | None] = relationship(back_populates="kelurahan")
+
+
+class Koperasi(Base):
+    __tablename__ = "koperasi"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kelurahan_id: Mapped[int] = mapped_column(ForeignKey("kelurahan.id"), unique=True)
+    nama: Mapped[str] = mapped_column(String(200))
+    alamat: Mapped[str | None] = mapped_column(String(300))
+    telepon: Mapped[str | None] = mapped_column(String(40))
+    email: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    kelurahan: Mapped[Kelurahan] = relationship(back_populates="koperasi")
+    pengurus: Mapped[list[BoardMember]] = relationship(back_populates="koperasi")
+
+
+class Person(Base):
+    __tablename__ = "person"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nama: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+    identities: Mapped[list[ChatIdentity]] = relationship(back_populates="person")
+    board_member: Mapped[BoardMember | None] = relationship(back_populates="person")
+    officer: Mapped[Officer | None] = relationship(back_populates="person")
+
+
+class ChatIdentity(Base):
+    """How a person is reached on one channel (telegram now, whatsapp later)."""
+
+    __tablename__ = "chat_identity"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+
+    person: Mapped[Person] = relationship(back_populates="identities")
+
+
+class Jabatan(Base):
+    """A board or supervisory title, e.g. Bendahara; `level` says what it may do."""
+
+    __tablename__ = "jabatan"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kode: Mapped[str] = mapped_column(String(40), unique=True)
+    nama: Mapped[str] = mapped_column(String(100))
+    level: Mapped[RoleLevel] = mapped_column(
+        Enum(
+            RoleLevel, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]
+        ),
+    )
+    urutan: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BoardMember(Base):
+    """A person linked to a cooperative; one cooperative per person, several per cooperative."""
+
+    __tablename__ = "board_member"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    jabatan_id: Mapped[int] = mapped_column(ForeignKey("jabatan.id"))
+    judul: Mapped[str | None] = mapped_column(String(100))
+    linked_at: Mapped[datetime]
+    invite_id: Mapped[int | None] = mapped_column(ForeignKey("invite.id"))
+
+    person: Mapped[Person] = relationship(back_populates="board_member")
+    koperasi: Mapped[Koperasi] = relationship(back_populates="pengurus")
+    jabatan: Mapped[Jabatan] = relationship()
+
+    @property
+    def title(self) -> str:
+        return self.judul or self.jabatan.nama
+
+
+class Officer(Base):
+    """A city officer: city-wide when kecamatan_id is NULL, else scoped to one kecamatan."""
+
+    __tablename__ = "officer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
+    kecamatan_id: Mapped[int | None] = mapped_column(ForeignKey("kecamatan.id"))
+    can_broadcast: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+    person: Mapped[Person] = relationship(back_populates="officer")
+    kecamatan: Mapped[Kecamatan | None] = relationship()
+
+
+class Invite(Base):
+    """A single-use, expiring invite; only the SHA-256 of the code is stored."""
+
+    __tablename__ = "invite"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    jabatan_id: Mapped[int] = mapped_column(ForeignKey("jabatan.id"))
+    judul: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_by_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="SET NULL")
+    )
+
+    koperasi: Mapped[Koperasi] = relationship()
+    jabatan: Mapped[Jabatan] = relationship()
+
+
+class AuditLog(Base):
+    """Who did what, when: every change a person or an operator makes."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime]
+    actor_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="SET NULL"), index=True
+    )
+    actor_label: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    koperasi_id: Mapped[int | None] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    note: Mapped[str | None] = mapped_column(Text)
