@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot import officers, onboarding
 from bot.core import Core
 from bot.identity import identify
-from bot.registry import KoperasiInfo, find_koperasi
+from bot.registry import KoperasiInfo, count_koperasi, find_koperasi
 from handlers.common import CHANNEL
 from handlers.local_api import LocalBotAPI, LocalChat, LocalUser, SentMessage
 from storage.models import Jabatan
@@ -22,6 +22,11 @@ ReadLine = Callable[[], Awaitable[str | None]]
 Write = Callable[[str], None]
 
 SIM_OFFICER_ID = 800_000_001
+QUIT = (":keluar", ":q", ":quit")
+
+
+class _Quit(Exception):
+    """The person typed :keluar at any prompt."""
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -58,6 +63,8 @@ class Simulator:
         line = line.rstrip("\r\n")
         if self.echo_input:
             self.write(f"> {line}")
+        if line.strip() in QUIT:
+            raise _Quit
         return line.strip()
 
     async def choose(self, count: int, *, allow_empty: bool = False) -> int | None:
@@ -102,6 +109,9 @@ class Simulator:
         return True
 
     async def _pick_koperasi(self) -> KoperasiInfo | None:
+        if await count_koperasi(self.core.db) == 0:
+            self.say("sim_registry_empty")
+            return None
         while True:
             self.say("sim_ask_coop")
             query = await self.ask()
@@ -171,11 +181,17 @@ class Simulator:
     # The chat ----------------------------------------------------------------------------------
     async def run(self) -> None:
         self.say("sim_banner")
+        try:
+            await self._converse()
+        except _Quit:
+            return
+
+    async def _converse(self) -> None:
         if not await self.choose_identity():
             return
         while True:
             line = await self.ask()
-            if line is None or line in (":keluar", ":q", ":quit"):
+            if line is None:
                 return
             if not line:
                 continue

@@ -41,12 +41,14 @@ async def test_start_with_code_links_and_greets_by_name_and_cooperative(
         member = await session.scalar(select(BoardMember))
         assert member is not None
         person = await session.get(Person, member.person_id)
-        assert person is not None and person.nama == "Siti Aminah"
+        assert person is not None
+        assert person.nama == "Siti Aminah"
         identity = await session.scalar(select(ChatIdentity))
         assert identity is not None
         assert (identity.channel, identity.external_id) == ("telegram", str(chat.user.user_id))
         used = await session.scalar(select(Invite))
-        assert used is not None and used.used_at is not None
+        assert used is not None
+        assert used.used_at is not None
         assert used.used_by_person_id == person.id
         actions = (await session.scalars(select(AuditLog.action))).all()
         assert "board.linked" in actions
