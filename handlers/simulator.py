@@ -27,6 +27,8 @@ QUIT = (":keluar", ":q", ":quit")
 
 class _Quit(Exception):
     """The person typed :keluar at any prompt."""
+
+
 _TAG = re.compile(r"<[^>]+>")
 
 

@@ -32,8 +32,14 @@ def test_no_python_module_holds_indonesian_sentences() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "text"),
-    [(0, "Rp0"), (1_500_000, "Rp1.500.000"), (999, "Rp999"), (-2_000_000, "-Rp2.000.000"),
-     (1_000_000_000, "Rp1.000.000.000"), (None, "-")],
+    [
+        (0, "Rp0"),
+        (1_500_000, "Rp1.500.000"),
+        (999, "Rp999"),
+        (-2_000_000, "-Rp2.000.000"),
+        (1_000_000_000, "Rp1.000.000.000"),
+        (None, "-"),
+    ],
 )
 def test_rupiah(amount: int | None, text: str) -> None:
     assert rupiah(amount) == text
@@ -51,8 +57,13 @@ def test_dates_and_times_in_wib() -> None:
 
 @pytest.mark.parametrize(
     ("hour_utc", "greeting"),
-    [(23, "Selamat pagi"), (3, "Selamat pagi"), (5, "Selamat siang"), (9, "Selamat sore"),
-     (12, "Selamat malam")],
+    [
+        (23, "Selamat pagi"),
+        (3, "Selamat pagi"),
+        (5, "Selamat siang"),
+        (9, "Selamat sore"),
+        (12, "Selamat malam"),
+    ],
 )
 def test_greeting_follows_the_local_time_of_day(hour_utc: int, greeting: str) -> None:
     assert Messages("id").salam(datetime(2026, 1, 1, hour_utc, tzinfo=UTC)) == greeting

@@ -42,7 +42,10 @@ async def test_script_links_a_board_member_and_gets_the_greeting(
     assert "Sukawana (Curug)" in out
     assert "Anda: /start " in out
     assert "Bapak/Ibu Siti Aminah." in out
-    assert "Akun Anda sudah terhubung sebagai Bendahara pada Koperasi Kelurahan Merah Putih Sukawana" in out
+    assert (
+        "Akun Anda sudah terhubung sebagai Bendahara pada Koperasi Kelurahan Merah Putih Sukawana"
+        in out
+    )
     assert "[1] Ya, putuskan   [2] Batal" in out
     assert "Anda: [Batal]" in out
     assert "tetap terhubung" in out

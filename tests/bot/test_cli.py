@@ -17,7 +17,9 @@ from storage.models import Invite, Officer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         capture_output=True,
@@ -44,7 +46,9 @@ async def test_init_invite_officer_roundtrip(
     again = cli("init", "--sample-if-empty", env=env, cwd=tmp_path)
     assert "Registri sudah berisi 67 koperasi" in again.stdout
 
-    invite = cli("invite", "--coop", "36.73.04.1007", "--role", "bendahara", "--json", env=env, cwd=tmp_path)
+    invite = cli(
+        "invite", "--coop", "36.73.04.1007", "--role", "bendahara", "--json", env=env, cwd=tmp_path
+    )
     assert invite.returncode == 0, invite.stderr
     payload = json.loads(invite.stdout.strip().splitlines()[-1])
     assert len(payload["code"]) == 10
@@ -56,8 +60,17 @@ async def test_init_invite_officer_roundtrip(
     assert stored.created_by == "cli:invite"
 
     officer = cli(
-        "officer", "add", "--telegram-id", "5551", "--name", "Budi Santoso",
-        "--kecamatan", "cipocok jaya", "--can-broadcast", env=env, cwd=tmp_path,
+        "officer",
+        "add",
+        "--telegram-id",
+        "5551",
+        "--name",
+        "Budi Santoso",
+        "--kecamatan",
+        "cipocok jaya",
+        "--can-broadcast",
+        env=env,
+        cwd=tmp_path,
     )
     assert officer.returncode == 0, officer.stderr
     assert "Kecamatan Cipocok Jaya, boleh mengirim undangan" in officer.stdout
@@ -77,7 +90,18 @@ def test_cli_refuses_bad_input_with_one_clear_line(env: dict[str, str], tmp_path
     role = cli("invite", "--coop", "36.73.04.1007", "--role", "bendahari", env=env, cwd=tmp_path)
     assert role.returncode == 2
     assert "Jabatan tidak dikenal. Pilihan: ketua, " in role.stderr
-    kec = cli("officer", "add", "--telegram-id", "1", "--name", "X", "--kecamatan", "Bogor", env=env, cwd=tmp_path)
+    kec = cli(
+        "officer",
+        "add",
+        "--telegram-id",
+        "1",
+        "--name",
+        "X",
+        "--kecamatan",
+        "Bogor",
+        env=env,
+        cwd=tmp_path,
+    )
     assert kec.returncode == 2
     assert "Kecamatan tidak dikenal" in kec.stderr
     missing = cli("import-coops", "tidak-ada.csv", env=env, cwd=tmp_path)
@@ -94,7 +118,7 @@ def test_import_coops_reports_bad_rows_and_exits_1(env: dict[str, str], tmp_path
     result = cli("import-coops", str(path), env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "1 koperasi baru" in result.stdout
-    assert "baris 3: kode wilayah \"xx\" tidak sah" in result.stdout
+    assert 'baris 3: kode wilayah "xx" tidak sah' in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ async def test_bad_rows_are_reported_by_line_and_the_rest_imports(
     ]
     assert report.created == 2
     text = core.messages.render("cli_import", file=csv_file, report=report)
-    assert "baris 3: kode wilayah \"36.73.01\" tidak sah (contoh: 36.73.01.1008)" in text
+    assert 'baris 3: kode wilayah "36.73.01" tidak sah (contoh: 36.73.01.1008)' in text
     assert "baris 5: kode wilayah 36.73.01.1001 sudah ada di baris 2" in text
     async with core.db.sessions() as session:
         names = set((await session.scalars(select(Koperasi.nama))).all())
@@ -76,7 +76,9 @@ async def test_bad_rows_are_reported_by_line_and_the_rest_imports(
     assert serang.email == "serang@contoh.id"
 
 
-async def test_reimport_updates_contact_fields_and_counts(registry_loaded: Core, tmp_path: Path) -> None:
+async def test_reimport_updates_contact_fields_and_counts(
+    registry_loaded: Core, tmp_path: Path
+) -> None:
     path = tmp_path / "update.csv"
     path.write_text(
         "kode_kemendagri,kecamatan,kelurahan,alamat,telepon\n"

@@ -23,8 +23,13 @@ async def test_default_roles_are_seeded(core: Core) -> None:
     async with core.db.sessions() as session:
         kode = (await session.scalars(select(Jabatan.kode).order_by(Jabatan.urutan))).all()
     assert kode == [
-        "ketua", "wakil_ketua_usaha", "wakil_ketua_keanggotaan", "sekretaris", "bendahara",
-        "pengawas", "pengelola",
+        "ketua",
+        "wakil_ketua_usaha",
+        "wakil_ketua_keanggotaan",
+        "sekretaris",
+        "bendahara",
+        "pengawas",
+        "pengelola",
     ]
 
 
