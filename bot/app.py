@@ -11,7 +11,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 from bot.core import Core
-from handlers import fallback, onboarding
+from handlers import fallback, onboarding, report
 from handlers.common import reply
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def register_handlers(app: App) -> None:
     then the features, then the fallbacks that answer whatever was left."""
     app.add_handlers(fallback.build_group_handlers(), group=0)
     app.add_handlers(onboarding.build_handlers(), group=0)
+    app.add_handlers(report.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
     app.add_error_handler(on_error)
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     language: Literal["id", "en"] = "id"
     invite_ttl_days: int = Field(default=14, ge=1, le=365)
     invite_max_failures_per_hour: int = Field(default=5, ge=1, le=1000)
+    report_deadline_day: int = Field(default=10, ge=1, le=28)
+    report_open_months: int = Field(default=3, ge=1, le=24)
+    draft_ttl_days: int = Field(default=14, ge=1, le=365)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("telegram_bot_token", mode="before")

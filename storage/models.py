@@ -231,3 +231,66 @@ class AuditLog(Base):
     koperasi_id: Mapped[int | None] = mapped_column(ForeignKey("koperasi.id"), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportDraft(Base):
+    """A report being filled in: every answer is committed before the bot replies.
+
+    One draft per person (a person reports for one cooperative), so two board members of the
+    same cooperative never write into each other's answers.
+    """
+
+    __tablename__ = "report_draft"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    period: Mapped[str] = mapped_column(String(7))
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    current_field: Mapped[str | None] = mapped_column(String(40))
+    # A multi-select in progress, or an answer waiting for "benar?" confirmation.
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    revising: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's own form
+
+
+class Report(Base):
+    """The one report of a cooperative for a period; its revisions keep the history."""
+
+    __tablename__ = "report"
+    __table_args__ = (UniqueConstraint("koperasi_id", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"))
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    current_revision: Mapped[int] = mapped_column(Integer)
+    first_submitted_at: Mapped[datetime]
+    last_submitted_at: Mapped[datetime]
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    revisions: Mapped[list[ReportRevision]] = relationship(
+        back_populates="report", order_by="ReportRevision.revision"
+    )
+
+
+class ReportRevision(Base):
+    __tablename__ = "report_revision"
+    __table_args__ = (UniqueConstraint("report_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("report.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    submitted_by_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="SET NULL")
+    )
+    submitted_by_name: Mapped[str] = mapped_column(String(200))
+    submitted_at: Mapped[datetime]
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    report: Mapped[Report] = relationship(back_populates="revisions")

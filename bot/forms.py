@@ -1,0 +1,229 @@
+"""The form engine: forms declared as data, and the validation of each answer.
+
+A form is a tuple of fields. Each field says how it is asked (kind, options), when it is asked
+(`ask_if`), how an answer is checked, and whether last month's answer may be reused. Nothing
+here knows about a chat channel: the Telegram handlers, a future WhatsApp channel and the
+exports all read the same declaration.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.money import MoneyError, parse_rupiah
+from bot.names import normalize
+
+Answers = Mapping[str, Any]
+
+
+class Kind(enum.StrEnum):
+    CHOICE = "choice"
+    MULTI = "multi"
+    INTEGER = "integer"
+    MONEY = "money"
+    TEXT = "text"
+    PHOTO = "photo"
+
+
+def _always(_: Answers) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A refused answer: `code` picks the sentence in the `jawaban_salah` template."""
+
+    code: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An accepted answer; `confirm` lists why the person should look at it once more."""
+
+    value: Any
+    confirm: tuple[str, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+Result = Accepted | Invalid
+# A check against the cooperative's own last report: (value, answers so far, last answers).
+Plausibility = Callable[[Any, Answers, Answers], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Field:
+    id: str
+    kind: Kind
+    options: tuple[str, ...] = ()
+    ask_if: Callable[[Answers], bool] = _always
+    options_from: Callable[[Answers], tuple[str, ...]] | None = None
+    min_value: int | None = None
+    max_value: int | None = None
+    min_length: int = 0
+    max_length: int | None = None
+    min_selected: int = 1
+    max_items: int = 10
+    exclusive: tuple[str, ...] = ()
+    optional: bool = False
+    required_if: Callable[[Answers], bool] | None = None
+    carry: bool = False
+    plausible: Plausibility | None = None
+    max_of: str | None = None
+
+    def choices(self, answers: Answers) -> tuple[str, ...]:
+        return self.options_from(answers) if self.options_from else self.options
+
+    def skippable(self, answers: Answers) -> bool:
+        if self.required_if is not None:
+            return not self.required_if(answers)
+        return self.optional
+
+
+@dataclass(frozen=True)
+class Form:
+    id: str
+    fields: tuple[Field, ...]
+
+    def __post_init__(self) -> None:
+        ids = [f.id for f in self.fields]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"duplicate field ids in form {self.id}")
+
+    def field(self, field_id: str) -> Field:
+        for f in self.fields:
+            if f.id == field_id:
+                return f
+        raise KeyError(field_id)
+
+    def has(self, field_id: str) -> bool:
+        return any(f.id == field_id for f in self.fields)
+
+    def visible(self, answers: Answers) -> list[Field]:
+        return [f for f in self.fields if f.ask_if(answers)]
+
+    def next_field(self, answers: Answers) -> Field | None:
+        """The first question still to ask, or None when the form is ready for review."""
+        return next((f for f in self.visible(answers) if f.id not in answers), None)
+
+    def clean(self, answers: Answers) -> dict[str, Any]:
+        """The answers of the questions that apply, in form order (hidden ones dropped)."""
+        return {f.id: answers[f.id] for f in self.visible(answers) if f.id in answers}
+
+    def position(self, field_id: str, answers: Answers) -> tuple[int, int]:
+        visible = [f.id for f in self.visible(answers)]
+        return (visible.index(field_id) + 1 if field_id in visible else 0, len(visible))
+
+
+_INTEGER = re.compile(r"^(\d{1,3}(\.\d{3})+|\d+)$")
+_YES = {"ya", "y", "iya", "benar", "betul", "ok", "oke", "yes", "sudah", "ada", "punya"}
+_NO = {"tidak", "tdk", "bukan", "belum", "no", "n", "salah", "tidak ada", "gak", "nggak", "enggak"}
+
+
+def is_yes(text: str) -> bool:
+    return " ".join(text.lower().split()) in _YES
+
+
+def is_no(text: str) -> bool:
+    return " ".join(text.lower().split()) in _NO
+
+
+def validate_typed(
+    f: Field, text: str, answers: Answers, last: Answers, labels: Mapping[str, str]
+) -> Result:
+    """Check a typed answer for the field; choices may be typed by number or by label."""
+    text = text.strip()
+    if f.kind is Kind.TEXT:
+        return _text(f, text)
+    if f.kind is Kind.INTEGER:
+        return _integer(f, text, answers, last)
+    if f.kind is Kind.MONEY:
+        return _money(f, text, answers, last)
+    if f.kind is Kind.CHOICE:
+        option = _match_option(f, text, answers, labels)
+        if option is None:
+            return Invalid("use_buttons")
+        return Accepted(option)
+    if f.kind is Kind.MULTI:
+        return Invalid("use_buttons_multi")
+    return Invalid("send_photo")
+
+
+def _match_option(f: Field, text: str, answers: Answers, labels: Mapping[str, str]) -> str | None:
+    choices = f.choices(answers)
+    if text.isdigit() and 1 <= int(text) <= len(choices):
+        return choices[int(text) - 1]
+    wanted = normalize(text)
+    for option in choices:
+        label = labels.get(f"{f.id}.{option}", option)
+        if wanted and wanted in (normalize(label), normalize(option)):
+            return option
+    if set(choices) == {"ya", "tidak"}:
+        if is_yes(text):
+            return "ya"
+        if is_no(text):
+            return "tidak"
+    return None
+
+
+def _text(f: Field, text: str) -> Result:
+    if not text:
+        return Invalid("text_empty")
+    if len(text) < f.min_length:
+        return Invalid("text_short", {"minimum": f.min_length})
+    if f.max_length is not None and len(text) > f.max_length:
+        return Invalid("text_long", {"maximum": f.max_length, "length": len(text)})
+    return Accepted(text)
+
+
+def _integer(f: Field, text: str, answers: Answers, last: Answers) -> Result:
+    cleaned = re.sub(r"\s*(orang|anggota|org)\.?$", "", text.lower()).strip()
+    if not _INTEGER.match(cleaned):
+        return Invalid("integer", {"minimum": f.min_value or 0, "maximum": f.max_value})
+    value = int(cleaned.replace(".", ""))
+    maximum = f.max_value
+    if f.max_of is not None and f.max_of in answers and value > int(answers[f.max_of]):
+        return Invalid("integer_above", {"maximum": int(answers[f.max_of]), "field": f.max_of})
+    if (f.min_value is not None and value < f.min_value) or (
+        maximum is not None and value > maximum
+    ):
+        return Invalid("integer_range", {"minimum": f.min_value or 0, "maximum": maximum})
+    return Accepted(value, f.plausible(value, answers, last) if f.plausible else ())
+
+
+def _money(f: Field, text: str, answers: Answers, last: Answers) -> Result:
+    try:
+        parsed = parse_rupiah(text)
+    except MoneyError as exc:
+        return Invalid(f"money_{exc.code}")
+    if parsed.amount < 0:
+        return Invalid("money_negative")
+    if f.max_value is not None and parsed.amount > f.max_value:
+        return Invalid("money_too_large")
+    reasons: tuple[str, ...] = ("shorthand",) if parsed.shorthand else ()
+    if f.plausible is not None:
+        reasons += f.plausible(parsed.amount, answers, last)
+    return Accepted(parsed.amount, reasons)
+
+
+def toggle(f: Field, selected: list[str], option: str, answers: Answers) -> list[str] | Invalid:
+    """Select or unselect one option of a multi-select; exclusive options stand alone."""
+    if option not in f.choices(answers):
+        return Invalid("stale")
+    if option in selected:
+        return [o for o in selected if o != option]
+    if option in f.exclusive:
+        return [option]
+    return [o for o in selected if o not in f.exclusive] + [option]
+
+
+def finish_selection(f: Field, selected: list[str], answers: Answers) -> Result:
+    choices = f.choices(answers)
+    chosen = [o for o in choices if o in selected]
+    if len(chosen) < f.min_selected:
+        return Invalid("select_at_least", {"minimum": f.min_selected})
+    return Accepted(chosen)

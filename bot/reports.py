@@ -1,0 +1,677 @@
+"""The monthly report conversation: drafts saved at every answer, review, submit, revisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from functools import cache
+from typing import Any
+
+from babel.numbers import format_decimal
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from bot import audit
+from bot.core import Core
+from bot.forms import (
+    Accepted,
+    Field,
+    Form,
+    Invalid,
+    Kind,
+    finish_selection,
+    is_no,
+    is_yes,
+    toggle,
+    validate_typed,
+)
+from bot.identity import Actor
+from bot.laporan import MONTHLY_REPORT
+from bot.periods import Period, default_period, open_periods, parse_period
+from bot.replies import Buttons, Reply
+from messages import Messages, rupiah
+from storage.models import Kelurahan, Koperasi, Report, ReportDraft, ReportRevision, RoleLevel
+
+MAX_PHOTOS = 10
+
+
+@cache
+def _labels(messages: Messages) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for line in messages.render("form_labels").splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            labels[key.strip()] = value.strip()
+    return labels
+
+
+def labels(messages: Messages) -> dict[str, str]:
+    """Field and option labels of the report in the messages' language."""
+    return _labels(messages)
+
+
+def option_label(messages: Messages, field_id: str, option: str) -> str:
+    table = labels(messages)
+    return table.get(f"{field_id}.{option}") or table.get(option) or option
+
+
+def field_label(messages: Messages, field_id: str) -> str:
+    return labels(messages).get(f"label.{field_id}", field_id)
+
+
+def format_value(messages: Messages, f: Field, value: Any) -> str:
+    """An answer as people read it: Rp…, labels joined, counts of photos."""
+    table = labels(messages)
+    if value is None:
+        return "-"
+    if f.kind is Kind.MONEY:
+        return rupiah(int(value))
+    if f.kind is Kind.INTEGER:
+        return format_decimal(int(value), locale="id")
+    if f.kind is Kind.CHOICE:
+        return option_label(messages, f.id, str(value))
+    if f.kind is Kind.MULTI:
+        if not value:
+            return table.get("none", "-")
+        return ", ".join(option_label(messages, f.id, str(v)) for v in value)
+    if f.kind is Kind.PHOTO:
+        return table.get("photos", "{n}").format(n=len(value)) if value else table.get("none", "-")
+    return str(value)
+
+
+def deadline(core: Core, period: Period) -> datetime:
+    """The end of the deadline day in the month after the period, local time."""
+    following = period.next()
+    day = min(core.settings.report_deadline_day, following.last_day().day)
+    local_end = datetime.combine(following.first_day().replace(day=day), time.max)
+    return local_end.replace(tzinfo=core.settings.tz)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a step needs besides the draft: who, which cooperative, and last month's answers."""
+
+    session: AsyncSession
+    actor: Actor
+    koperasi_nama: str
+    last: dict[str, Any]
+
+
+class ReportService:
+    def __init__(self, core: Core, form: Form = MONTHLY_REPORT) -> None:
+        self.core = core
+        self.form = form
+        self.m = core.messages
+
+    # Entry points ------------------------------------------------------------------------------
+    async def start(self, actor: Actor, period_text: str | None) -> list[Reply]:
+        refusal = self._refusal(actor)
+        if refusal:
+            return refusal
+        assert actor.membership is not None
+        assert actor.person_id is not None
+        now = self.core.clock.now()
+        tz = self.core.settings.tz
+        opened = open_periods(now, tz, self.core.settings.report_open_months)
+        if period_text:
+            period = parse_period(period_text, now, tz)
+            if period is None or period not in opened:
+                return [
+                    self._reply(
+                        "lapor_bulan_salah",
+                        text=period_text,
+                        closed=period is not None,
+                        periode=period.name(self.m.language) if period else "",
+                        open=[p.name(self.m.language) for p in opened],
+                    )
+                ]
+        else:
+            period = default_period(now, tz)
+        replies: list[Reply] = []
+        try:
+            async with self.core.db.transaction() as session:
+                draft = await self._draft(session, actor, replies)
+                if draft is not None and (period_text is None or draft.period == period.key):
+                    ctx = await self._context(session, actor, Period.parse_key(draft.period))
+                    replies.append(self._reply("lapor_lanjut", periode=self._name(draft.period)))
+                    replies.extend(self._ask(draft, ctx))
+                    return replies
+                if draft is not None:
+                    replies.append(self._reply("lapor_draf_lain", periode=self._name(draft.period)))
+                    return replies
+                draft, intro = await self._new_draft(session, actor, period, opened, now)
+                replies.append(intro)
+                ctx = await self._context(session, actor, period)
+                replies.extend(self._ask(draft, ctx))
+        except IntegrityError:
+            # Two /lapor at once from one person: the other one made the draft; show it.
+            return await self.start(actor, period_text)
+        return replies
+
+    async def on_text(self, actor: Actor, text: str, message_id: int) -> list[Reply] | None:
+        """A typed answer for the person's draft; None when they have no draft."""
+        return await self._step(actor, message_id, lambda d, c: self._typed(d, c, text))
+
+    async def on_photo(self, actor: Actor, file_id: str, message_id: int) -> list[Reply] | None:
+        return await self._step(actor, message_id, lambda d, c: self._photo(d, c, file_id))
+
+    async def on_action(self, actor: Actor, draft_id: int, action: str) -> list[Reply]:
+        """A pressed button. The data only names a draft and an action: both are re-checked."""
+        replies = await self._step(
+            actor, None, lambda d, c: self._action(d, c, action), draft_id=draft_id
+        )
+        return replies if replies is not None else [self._reply("stale_button", alert=True)]
+
+    async def cancel(self, actor: Actor) -> list[Reply]:
+        if actor.person_id is None:
+            return [self._reply("batal_kosong")]
+        async with self.core.db.transaction() as session:
+            draft = await self._draft(session, actor, [])
+            if draft is None:
+                return [self._reply("batal_kosong")]
+            return [
+                self._reply(
+                    "batal_konfirmasi",
+                    periode=self._name(draft.period),
+                    buttons=[
+                        [
+                            (self.m.render("btn_hapus_draf"), f"{draft.id}:cy"),
+                            (self.m.render("btn_lanjutkan"), f"{draft.id}:cn"),
+                        ]
+                    ],
+                )
+            ]
+
+    async def expire_drafts(self) -> list[tuple[int, str]]:
+        """Delete drafts untouched for DRAFT_TTL_DAYS; returns (person id, period) of each."""
+        cutoff = self.core.clock.now() - timedelta(days=self.core.settings.draft_ttl_days)
+        async with self.core.db.transaction() as session:
+            stale = (
+                await session.scalars(select(ReportDraft).where(ReportDraft.updated_at < cutoff))
+            ).all()
+            for draft in stale:
+                await session.delete(draft)
+            return [(d.person_id, d.period) for d in stale]
+
+    # The step machinery ------------------------------------------------------------------------
+    async def _step(
+        self,
+        actor: Actor,
+        message_id: int | None,
+        handle: Any,
+        draft_id: int | None = None,
+    ) -> list[Reply] | None:
+        if actor.person_id is None or actor.membership is None:
+            return None
+        replies: list[Reply] = []
+        try:
+            async with self.core.db.transaction() as session:
+                draft = await self._draft(session, actor, replies)
+                if draft is None or (draft_id is not None and draft.id != draft_id):
+                    return replies or None
+                if message_id is not None:
+                    # Telegram may deliver one message twice; the second changes nothing.
+                    if draft.last_message_id is not None and message_id <= draft.last_message_id:
+                        return []
+                    draft.last_message_id = message_id
+                ctx = await self._context(session, actor, Period.parse_key(draft.period))
+                replies.extend(await handle(draft, ctx))
+                if not inspect(draft).was_deleted:  # submitted or discarded drafts are gone
+                    draft.updated_at = self.core.clock.now()
+        except StaleDataError:
+            return [self._reply("laporan_sibuk")]
+        return replies
+
+    async def _draft(
+        self, session: AsyncSession, actor: Actor, replies: list[Reply]
+    ) -> ReportDraft | None:
+        query = select(ReportDraft).where(ReportDraft.person_id == actor.person_id)
+        if self.core.db.dialect == "postgresql":
+            query = query.with_for_update()
+        draft = await session.scalar(query)
+        if draft is None:
+            return None
+        membership = actor.membership
+        ttl = timedelta(days=self.core.settings.draft_ttl_days)
+        if membership is None or draft.koperasi_id != membership.koperasi_id:
+            await session.delete(draft)  # the person left or moved; the draft is not theirs now
+            return None
+        if draft.updated_at < self.core.clock.now() - ttl:
+            replies.append(
+                self._reply(
+                    "draf_kedaluwarsa",
+                    periode=self._name(draft.period),
+                    hari=self.core.settings.draft_ttl_days,
+                )
+            )
+            await session.delete(draft)
+            await session.flush()
+            return None
+        return draft
+
+    async def _context(self, session: AsyncSession, actor: Actor, period: Period) -> _Context:
+        assert actor.membership is not None
+        last = await session.scalar(
+            select(ReportRevision.answers)
+            .join(Report, Report.id == ReportRevision.report_id)
+            .where(
+                Report.koperasi_id == actor.membership.koperasi_id,
+                Report.period < period.key,
+                ReportRevision.revision == Report.current_revision,
+            )
+            .order_by(Report.period.desc())
+            .limit(1)
+        )
+        return _Context(session, actor, actor.membership.koperasi_nama, dict(last or {}))
+
+    async def _new_draft(
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        period: Period,
+        opened: list[Period],
+        now: datetime,
+    ) -> tuple[ReportDraft, Reply]:
+        assert actor.membership is not None
+        report = await self._report(session, actor.membership.koperasi_id, period)
+        current = None
+        if report is not None:
+            current = await session.scalar(
+                select(ReportRevision).where(
+                    ReportRevision.report_id == report.id,
+                    ReportRevision.revision == report.current_revision,
+                )
+            )
+        draft = ReportDraft(
+            person_id=actor.person_id,
+            koperasi_id=actor.membership.koperasi_id,
+            period=period.key,
+            answers=dict(current.answers) if current else {},
+            current_field=None,
+            pending=None,
+            revising=current is not None,
+            started_at=now,
+            updated_at=now,
+        )
+        session.add(draft)
+        await session.flush()
+        others = [p.name(self.m.language) for p in opened if p != period]
+        intro = self._reply(
+            "lapor_mulai",
+            periode=period.name(self.m.language),
+            koperasi=actor.membership.koperasi_nama,
+            total=len(self.form.visible({})),
+            others=others,
+            revision=current is not None,
+            oleh=current.submitted_by_name if current else "",
+            pada=current.submitted_at if current else now,
+        )
+        return draft, intro
+
+    async def _report(
+        self, session: AsyncSession, koperasi_id: int, period: Period
+    ) -> Report | None:
+        return await session.scalar(
+            select(Report).where(Report.koperasi_id == koperasi_id, Report.period == period.key)
+        )
+
+    # Asking ------------------------------------------------------------------------------------
+    def _ask(self, draft: ReportDraft, ctx: _Context) -> list[Reply]:
+        """The next question, or the review screen when every question is answered."""
+        answers = draft.answers
+        f = self.form.next_field(answers)
+        if f is None:
+            draft.current_field = None
+            draft.pending = None
+            return [self._review(draft, ctx)]
+        draft.current_field = f.id
+        if f.kind in (Kind.MULTI, Kind.PHOTO):
+            draft.pending = {
+                "selected": list(answers.get(f.id, []) if f.kind is Kind.MULTI else [])
+            }
+        else:
+            draft.pending = None
+        return [self._question(draft, f, ctx)]
+
+    def _question(self, draft: ReportDraft, f: Field, ctx: _Context) -> Reply:
+        answers = draft.answers
+        number, total = self.form.position(f.id, answers)
+        previous = None
+        if f.id in ctx.last and f.carry:
+            previous = format_value(self.m, f, ctx.last[f.id])
+        text = self.m.render(
+            "pertanyaan",
+            field=f.id,
+            periode=self._name(draft.period),
+            nomor=number,
+            total=total,
+            previous=previous,
+            required=not f.skippable(answers),
+        )
+        return Reply(text, self._question_buttons(draft, f, ctx))
+
+    def _question_buttons(self, draft: ReportDraft, f: Field, ctx: _Context) -> Buttons:
+        answers = draft.answers
+        prefix = f"{draft.id}:"
+        rows: Buttons = []
+        if f.kind is Kind.CHOICE:
+            choices = f.choices(answers)
+            per_row = 2 if len(choices) <= 2 or f.id in ("nib", "npwp") else 1
+            row: list[tuple[str, str]] = []
+            for option in choices:
+                row.append((option_label(self.m, f.id, option), f"{prefix}o:{f.id}:{option}"))
+                if len(row) == per_row:
+                    rows.append(row)
+                    row = []
+            if row:
+                rows.append(row)
+        elif f.kind is Kind.MULTI:
+            selected = (draft.pending or {}).get("selected", [])
+            for option in f.choices(answers):
+                mark = "✅ " if option in selected else ""
+                rows.append(
+                    [(mark + option_label(self.m, f.id, option), f"{prefix}t:{f.id}:{option}")]
+                )
+            rows.append([(self.m.render("btn_selesai"), f"{prefix}d:{f.id}")])
+        elif f.kind is Kind.PHOTO:
+            rows.append(
+                [
+                    (self.m.render("btn_selesai"), f"{prefix}d:{f.id}"),
+                    (self.m.render("btn_lewati"), f"{prefix}k:{f.id}"),
+                ]
+            )
+        if f.kind is Kind.TEXT and f.skippable(answers):
+            rows.append([(self.m.render("btn_lewati"), f"{prefix}k:{f.id}")])
+        if f.carry and f.id in ctx.last and f.kind is not Kind.PHOTO:
+            rows.append([(self.m.render("btn_sama"), f"{prefix}s:{f.id}")])
+        return rows
+
+    def _review(self, draft: ReportDraft, ctx: _Context) -> Reply:
+        answers = self.form.clean(draft.answers)
+        rows = [
+            {"label": field_label(self.m, f.id), "value": format_value(self.m, f, answers[f.id])}
+            for f in self.form.visible(answers)
+            if f.id in answers
+        ]
+        text = self.m.render(
+            "tinjau",
+            periode=self._name(draft.period),
+            koperasi=ctx.koperasi_nama,
+            rows=rows,
+            revision=0,
+        )
+        prefix = f"{draft.id}:"
+        buttons: Buttons = [
+            [(self.m.render("btn_kirim"), f"{prefix}send")],
+            [
+                (self.m.render("btn_ubah"), f"{prefix}edit"),
+                (self.m.render("btn_batal"), f"{prefix}cancel"),
+            ],
+        ]
+        return Reply(text, buttons)
+
+    # Answering ---------------------------------------------------------------------------------
+    def _answered(self, f: Field, value: Any) -> Reply:
+        text = self.m.render(
+            "dijawab", label=field_label(self.m, f.id), value=format_value(self.m, f, value)
+        )
+        return Reply(text, replace=True)
+
+    def _store(self, draft: ReportDraft, f: Field, value: Any) -> None:
+        answers = dict(draft.answers)
+        answers[f.id] = value
+        # Answers that no longer apply (e.g. units after "belum beroperasi") are dropped, so a
+        # later change of mind asks them afresh instead of keeping stale values.
+        draft.answers = self.form.clean(answers)
+        draft.pending = None
+
+    def _accept(self, draft: ReportDraft, ctx: _Context, f: Field, result: Accepted) -> list[Reply]:
+        if result.confirm:
+            draft.pending = {"value": result.value, "confirm": list(result.confirm)}
+            last = ctx.last.get(f.id)
+            text = self.m.render(
+                "konfirmasi",
+                reasons=list(result.confirm),
+                value=format_value(self.m, f, result.value),
+                last=format_value(self.m, f, last) if last is not None else "",
+            )
+            prefix = f"{draft.id}:"
+            buttons: Buttons = [
+                [
+                    (self.m.render("btn_ya_benar"), f"{prefix}y:{f.id}"),
+                    (self.m.render("btn_ubah"), f"{prefix}n:{f.id}"),
+                ]
+            ]
+            return [Reply(text, buttons)]
+        self._store(draft, f, result.value)
+        return self._ask(draft, ctx)
+
+    def _invalid(
+        self, draft: ReportDraft, f: Field, ctx: _Context, invalid: Invalid
+    ) -> list[Reply]:
+        values = dict(invalid.values)
+        if "field" in values:
+            values["label"] = field_label(self.m, values["field"])
+        return [
+            self._reply("jawaban_salah", code=invalid.code, **values),
+            self._question(draft, f, ctx),
+        ]
+
+    async def _typed(self, draft: ReportDraft, ctx: _Context, text: str) -> list[Reply]:
+        if draft.current_field is None:
+            return [self._reply("tinjau_petunjuk"), self._review(draft, ctx)]
+        f = self.form.field(draft.current_field)
+        pending = draft.pending or {}
+        if "value" in pending:
+            if is_yes(text):
+                self._store(draft, f, pending["value"])
+                return self._ask(draft, ctx)
+            if is_no(text):
+                draft.pending = None
+                return [self._question(draft, f, ctx)]
+            # Anything else is a corrected answer to the same question.
+        result = validate_typed(f, text, draft.answers, ctx.last, labels(self.m))
+        if isinstance(result, Invalid):
+            return self._invalid(draft, f, ctx, result)
+        return self._accept(draft, ctx, f, result)
+
+    async def _photo(self, draft: ReportDraft, ctx: _Context, file_id: str) -> list[Reply]:
+        f = self.form.field(draft.current_field) if draft.current_field else None
+        if f is None or f.kind is not Kind.PHOTO:
+            return [self._reply("jawaban_salah", code="not_photo_now"), *self._ask(draft, ctx)]
+        selected = list((draft.pending or {}).get("selected", []))
+        if len(selected) >= MAX_PHOTOS:
+            return [self._reply("jawaban_salah", code="too_many_photos", maximum=MAX_PHOTOS)]
+        selected.append(file_id)
+        draft.pending = {"selected": selected}
+        prefix = f"{draft.id}:"
+        return [
+            self._reply(
+                "foto_diterima",
+                jumlah=len(selected),
+                buttons=[[(self.m.render("btn_selesai"), f"{prefix}d:{f.id}")]],
+            )
+        ]
+
+    async def _action(self, draft: ReportDraft, ctx: _Context, action: str) -> list[Reply]:
+        verb, _, rest = action.partition(":")
+        field_id, _, option = rest.partition(":")
+        if verb in ("send", "edit", "cancel", "cy", "cn") or verb == "e":
+            return await self._review_action(draft, ctx, verb, field_id)
+        # Every question button names its field; a button of an earlier question is stale.
+        if field_id != draft.current_field or not self.form.has(field_id):
+            return [self._reply("stale_button", alert=True)]
+        f = self.form.field(field_id)
+        pending = draft.pending or {}
+        if verb == "o" and f.kind is Kind.CHOICE and option in f.choices(draft.answers):
+            self._store(draft, f, option)
+            return [self._answered(f, option), *self._ask(draft, ctx)]
+        if verb == "t" and f.kind is Kind.MULTI:
+            toggled = toggle(f, list(pending.get("selected", [])), option, draft.answers)
+            if isinstance(toggled, Invalid):
+                return [self._reply("stale_button", alert=True)]
+            draft.pending = {"selected": toggled}
+            question = self._question(draft, f, ctx)
+            question.replace = True
+            return [question]
+        if verb == "d" and f.kind in (Kind.MULTI, Kind.PHOTO):
+            selected = list(pending.get("selected", []))
+            if f.kind is Kind.PHOTO:
+                value: Any = selected
+            else:
+                result = finish_selection(f, selected, draft.answers)
+                if isinstance(result, Invalid):
+                    return [self._reply("jawaban_salah", code=result.code, **result.values)]
+                value = result.value
+            self._store(draft, f, value)
+            return [self._answered(f, value), *self._ask(draft, ctx)]
+        if verb == "k" and f.skippable(draft.answers):
+            value = [] if f.kind is Kind.PHOTO else ""
+            self._store(draft, f, value)
+            return [self._answered(f, value or None), *self._ask(draft, ctx)]
+        if verb == "s" and f.carry and f.id in ctx.last:
+            carried = ctx.last[f.id]
+            if f.kind is Kind.MULTI:
+                carried = [o for o in carried if o in f.choices(draft.answers)]
+            self._store(draft, f, carried)
+            return [self._answered(f, carried), *self._ask(draft, ctx)]
+        if verb == "y" and "value" in pending:
+            self._store(draft, f, pending["value"])
+            return [self._answered(f, pending["value"]), *self._ask(draft, ctx)]
+        if verb == "n" and "value" in pending:
+            draft.pending = None
+            return [self._question(draft, f, ctx)]
+        return [self._reply("stale_button", alert=True)]
+
+    async def _review_action(
+        self, draft: ReportDraft, ctx: _Context, verb: str, field_id: str
+    ) -> list[Reply]:
+        if verb == "cancel":
+            return await self._cancel_buttons(draft)
+        if verb == "cy":
+            await ctx.session.delete(draft)
+            await ctx.session.flush()
+            return [
+                Reply(
+                    self.m.render("batal_selesai", periode=self._name(draft.period)), replace=True
+                )
+            ]
+        if verb == "cn":
+            return [Reply(self.m.render("batal_tidak_jadi"), replace=True), *self._ask(draft, ctx)]
+        if draft.current_field is not None:
+            return [self._reply("stale_button", alert=True)]
+        if verb == "edit":
+            visible = [f for f in self.form.visible(draft.answers) if f.id in draft.answers]
+            buttons: Buttons = [
+                [(field_label(self.m, f.id), f"{draft.id}:e:{f.id}")] for f in visible
+            ]
+            return [self._reply("tinjau_pilih", buttons=buttons)]
+        if verb == "e" and self.form.has(field_id) and field_id in draft.answers:
+            answers = dict(draft.answers)
+            del answers[field_id]
+            draft.answers = answers
+            return self._ask(draft, ctx)
+        if verb == "send":
+            return await self._submit(draft, ctx)
+        return [self._reply("stale_button", alert=True)]
+
+    async def _cancel_buttons(self, draft: ReportDraft) -> list[Reply]:
+        return [
+            self._reply(
+                "batal_konfirmasi",
+                periode=self._name(draft.period),
+                buttons=[
+                    [
+                        (self.m.render("btn_hapus_draf"), f"{draft.id}:cy"),
+                        (self.m.render("btn_lanjutkan"), f"{draft.id}:cn"),
+                    ]
+                ],
+            )
+        ]
+
+    async def _submit(self, draft: ReportDraft, ctx: _Context) -> list[Reply]:
+        if self.form.next_field(draft.answers) is not None:
+            return self._ask(draft, ctx)
+        session = ctx.session
+        actor = ctx.actor
+        assert actor.membership is not None
+        now = self.core.clock.now()
+        period = Period.parse_key(draft.period)
+        late = now > deadline(self.core, period)
+        answers = self.form.clean(draft.answers)
+        report = await self._report(session, draft.koperasi_id, period)
+        if report is None:
+            report = Report(
+                koperasi_id=draft.koperasi_id,
+                period=draft.period,
+                current_revision=0,
+                first_submitted_at=now,
+                last_submitted_at=now,
+                late=late,
+            )
+            session.add(report)
+            await session.flush()
+        report.current_revision += 1
+        report.last_submitted_at = now
+        session.add(
+            ReportRevision(
+                report_id=report.id,
+                revision=report.current_revision,
+                answers=answers,
+                submitted_by_person_id=actor.person_id,
+                submitted_by_name=actor.nama or "",
+                submitted_at=now,
+                late=late,
+            )
+        )
+        kode = await session.scalar(
+            select(Kelurahan.kode).join(Koperasi).where(Koperasi.id == draft.koperasi_id)
+        )
+        number = f"LAP/{(kode or '').replace('.', '')}/{period.key}/R{report.current_revision}"
+        audit.record(
+            session,
+            at=now,
+            action="report.submitted",
+            actor_label=actor.label,
+            actor_person_id=actor.person_id,
+            koperasi_id=draft.koperasi_id,
+            period=draft.period,
+            revision=report.current_revision,
+            late=late,
+        )
+        await session.delete(draft)
+        await session.flush()
+        receipt = self._reply(
+            "tanda_terima",
+            nama=actor.nama,
+            koperasi=ctx.koperasi_nama,
+            periode=period.name(self.m.language),
+            nomor=number,
+            waktu=now,
+            revision=report.current_revision,
+            late=late,
+        )
+        return [receipt]
+
+    # Helpers -----------------------------------------------------------------------------------
+    def _refusal(self, actor: Actor) -> list[Reply] | None:
+        if actor.membership is None:
+            reason = "officer" if actor.officer is not None else "unlinked"
+            return [self._reply("lapor_tidak_boleh", reason=reason, jabatan="")]
+        if actor.membership.level is RoleLevel.PENGAWAS:
+            return [
+                self._reply(
+                    "lapor_tidak_boleh", reason="pengawas", jabatan=actor.membership.jabatan
+                )
+            ]
+        return None
+
+    def _name(self, key: str) -> str:
+        return Period.parse_key(key).name(self.m.language)
+
+    def _reply(
+        self, template: str, *, buttons: Buttons | None = None, alert: bool = False, **values: Any
+    ) -> Reply:
+        return Reply(self.m.render(template, **values), buttons or [], alert=alert)

@@ -1,0 +1,105 @@
+"""The monthly report in Telegram: /lapor, /batal, answers typed, photos and buttons."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot.replies import Reply
+from bot.reports import ReportService
+from bot.text import split_message
+from handlers import fallback
+from handlers.common import PRIVATE, Context, actor_of, core_of, keyboard
+
+CALLBACK_PREFIX = "r:"
+
+
+def _service(context: Context) -> ReportService:
+    service = context.application.bot_data.get("reports")
+    if not isinstance(service, ReportService):
+        service = ReportService(core_of(context))
+        context.application.bot_data["reports"] = service
+    return service
+
+
+async def show(update: Update, context: Context, replies: list[Reply]) -> None:
+    """Send the core's replies: edits in place for pressed buttons, pop-ups for alerts."""
+    chat = update.effective_chat
+    assert chat is not None
+    query = update.callback_query
+    answered = False
+    for reply in replies:
+        markup = keyboard(
+            [[(label, CALLBACK_PREFIX + action) for label, action in row] for row in reply.buttons]
+        )
+        if reply.alert and query is not None:
+            await query.answer(reply.text, show_alert=True)
+            answered = True
+            continue
+        if reply.replace and query is not None and query.message is not None:
+            await query.edit_message_text(split_message(reply.text)[0], reply_markup=markup)
+            continue
+        parts = split_message(reply.text)
+        for index, part in enumerate(parts):
+            await context.bot.send_message(
+                chat.id, part, reply_markup=markup if index == len(parts) - 1 else None
+            )
+    if query is not None and not answered:
+        await query.answer()
+
+
+async def lapor(update: Update, context: Context) -> None:
+    actor = await actor_of(update, context)
+    text = " ".join(context.args or []) or None
+    await show(update, context, await _service(context).start(actor, text))
+
+
+async def batal(update: Update, context: Context) -> None:
+    actor = await actor_of(update, context)
+    await show(update, context, await _service(context).cancel(actor))
+
+
+async def text_answer(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None
+    assert message.text is not None
+    actor = await actor_of(update, context)
+    replies = await _service(context).on_text(actor, message.text, message.message_id)
+    if replies is None:
+        await fallback.stray_text(update, context)
+        return
+    await show(update, context, replies)
+
+
+async def photo_answer(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None
+    actor = await actor_of(update, context)
+    photo = message.photo[-1]  # the largest size
+    replies = await _service(context).on_photo(actor, photo.file_id, message.message_id)
+    if replies is None:
+        await fallback.unsupported(update, context)
+        return
+    await show(update, context, replies)
+
+
+async def button(update: Update, context: Context) -> None:
+    query = update.callback_query
+    assert query is not None
+    data = (query.data or "").removeprefix(CALLBACK_PREFIX)
+    draft, _, action = data.partition(":")
+    if not draft.isdigit() or not action:
+        await fallback.stale_button(update, context)
+        return
+    actor = await actor_of(update, context)
+    await show(update, context, await _service(context).on_action(actor, int(draft), action))
+
+
+def build_handlers() -> list[BaseHandler[Update, Context, None]]:
+    return [
+        CommandHandler("lapor", lapor, filters=PRIVATE),
+        CommandHandler("batal", batal, filters=PRIVATE),
+        CallbackQueryHandler(button, pattern=r"^r:"),
+        MessageHandler(PRIVATE & filters.TEXT & ~filters.COMMAND, text_answer),
+        MessageHandler(PRIVATE & filters.PHOTO, photo_answer),
+    ]
