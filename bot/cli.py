@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--can-broadcast", action="store_true", help="may send summons")
     osub.add_parser("list", help="list officers")
 
+    exp = sub.add_parser("export", help="export the reports of one month")
+    exp.add_argument("--period", required=True, help="the month, YYYY-MM (e.g. 2026-10)")
+    exp.add_argument("--format", choices=["csv"], default="csv")
+    exp.add_argument("--out", required=True, type=Path, help="the file to write")
+
     sub.add_parser("roles", help="list board roles usable with `invite --role`")
     run = sub.add_parser("run", help="start the bot (Telegram if a token is set, else simulator)")
     run.add_argument(
@@ -221,6 +226,27 @@ async def _officer(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _export(core: Core, args: argparse.Namespace) -> int:
+    from bot.export import write_csv
+    from bot.periods import Period
+
+    try:
+        period = Period.parse_key(args.period)
+    except ValueError:
+        _err(core, "cli_export", error="period", period=args.period)
+        return 2
+    count = await write_csv(core, period, args.out)
+    _out(
+        core,
+        "cli_export",
+        error="",
+        period=period.name(core.messages.language),
+        count=count,
+        file=args.out,
+    )
+    return 0
+
+
 async def _roles(core: Core, args: argparse.Namespace) -> int:
     _out(core, "cli_roles", roles=await onboarding.list_jabatan(core))
     return 0
@@ -260,5 +286,6 @@ _COMMANDS = {
     "invite": _invite,
     "officer": _officer,
     "roles": _roles,
+    "export": _export,
     "simulate": _simulate,
 }

@@ -62,6 +62,8 @@ class Field:
     options: tuple[str, ...] = ()
     ask_if: Callable[[Answers], bool] = _always
     options_from: Callable[[Answers], tuple[str, ...]] | None = None
+    # Options borrowed from another field (options_from) keep that field's labels.
+    labels_of: str | None = None
     min_value: int | None = None
     max_value: int | None = None
     min_length: int = 0
@@ -159,7 +161,7 @@ def _match_option(f: Field, text: str, answers: Answers, labels: Mapping[str, st
         return choices[int(text) - 1]
     wanted = normalize(text)
     for option in choices:
-        label = labels.get(f"{f.id}.{option}", option)
+        label = labels.get(f"{f.labels_of or f.id}.{option}", option)
         if wanted and wanted in (normalize(label), normalize(option)):
             return option
     if set(choices) == {"ya", "tidak"}:

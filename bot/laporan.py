@@ -122,6 +122,7 @@ MONTHLY_REPORT = Form(
             Kind.CHOICE,
             ask_if=lambda a: len(_kendala_choices(a)) > 1,
             options_from=_kendala_choices,
+            labels_of="kendala",
         ),
         Field(
             "kendala_uraian",

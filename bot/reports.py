@@ -52,9 +52,9 @@ def labels(messages: Messages) -> dict[str, str]:
     return _labels(messages)
 
 
-def option_label(messages: Messages, field_id: str, option: str) -> str:
+def option_label(messages: Messages, f: Field, option: str) -> str:
     table = labels(messages)
-    return table.get(f"{field_id}.{option}") or table.get(option) or option
+    return table.get(f"{f.labels_of or f.id}.{option}") or table.get(option) or option
 
 
 def field_label(messages: Messages, field_id: str) -> str:
@@ -71,11 +71,11 @@ def format_value(messages: Messages, f: Field, value: Any) -> str:
     if f.kind is Kind.INTEGER:
         return format_decimal(int(value), locale="id")
     if f.kind is Kind.CHOICE:
-        return option_label(messages, f.id, str(value))
+        return option_label(messages, f, str(value))
     if f.kind is Kind.MULTI:
         if not value:
             return table.get("none", "-")
-        return ", ".join(option_label(messages, f.id, str(v)) for v in value)
+        return ", ".join(option_label(messages, f, str(v)) for v in value)
     if f.kind is Kind.PHOTO:
         return table.get("photos", "{n}").format(n=len(value)) if value else table.get("none", "-")
     return str(value)
@@ -171,18 +171,7 @@ class ReportService:
             draft = await self._draft(session, actor, [])
             if draft is None:
                 return [self._reply("batal_kosong")]
-            return [
-                self._reply(
-                    "batal_konfirmasi",
-                    periode=self._name(draft.period),
-                    buttons=[
-                        [
-                            (self.m.render("btn_hapus_draf"), f"{draft.id}:cy"),
-                            (self.m.render("btn_lanjutkan"), f"{draft.id}:cn"),
-                        ]
-                    ],
-                )
-            ]
+            return self._cancel_buttons(draft)
 
     async def expire_drafts(self) -> list[tuple[int, str]]:
         """Delete drafts untouched for DRAFT_TTL_DAYS; returns (person id, period) of each."""
@@ -361,7 +350,7 @@ class ReportService:
             per_row = 2 if len(choices) <= 2 or f.id in ("nib", "npwp") else 1
             row: list[tuple[str, str]] = []
             for option in choices:
-                row.append((option_label(self.m, f.id, option), f"{prefix}o:{f.id}:{option}"))
+                row.append((option_label(self.m, f, option), f"{prefix}o:{f.id}:{option}"))
                 if len(row) == per_row:
                     rows.append(row)
                     row = []
@@ -372,7 +361,7 @@ class ReportService:
             for option in f.choices(answers):
                 mark = "✅ " if option in selected else ""
                 rows.append(
-                    [(mark + option_label(self.m, f.id, option), f"{prefix}t:{f.id}:{option}")]
+                    [(mark + option_label(self.m, f, option), f"{prefix}t:{f.id}:{option}")]
                 )
             rows.append([(self.m.render("btn_selesai"), f"{prefix}d:{f.id}")])
         elif f.kind is Kind.PHOTO:
@@ -549,7 +538,7 @@ class ReportService:
         self, draft: ReportDraft, ctx: _Context, verb: str, field_id: str
     ) -> list[Reply]:
         if verb == "cancel":
-            return await self._cancel_buttons(draft)
+            return self._cancel_buttons(draft)
         if verb == "cy":
             await ctx.session.delete(draft)
             await ctx.session.flush()
@@ -577,7 +566,7 @@ class ReportService:
             return await self._submit(draft, ctx)
         return [self._reply("stale_button", alert=True)]
 
-    async def _cancel_buttons(self, draft: ReportDraft) -> list[Reply]:
+    def _cancel_buttons(self, draft: ReportDraft) -> list[Reply]:
         return [
             self._reply(
                 "batal_konfirmasi",

@@ -73,7 +73,9 @@ class LocalBotAPI(BaseRequest):
         self.calls: list[ApiCall] = []
         self.messages: dict[tuple[int, int], SentMessage] = {}
         self.commands: list[dict[str, str]] = []
-        self._message_ids = itertools.count(1000)
+        # Telegram's message ids only grow within a chat; starting from the clock keeps that
+        # true across simulator restarts on the same database.
+        self._message_ids = itertools.count(time.time_ns() // 1000)
         self._update_ids = itertools.count(1)
 
     # BaseRequest interface -------------------------------------------------------------------

@@ -146,3 +146,20 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     result = cli("roles", env={}, cwd=tmp_path)
     assert result.returncode == 2
     assert "TIMEZONE" in result.stderr
+
+
+def test_export_csv_writes_the_whole_registry(env: dict[str, str], tmp_path: Path) -> None:
+    cli("init", "--sample", env=env, cwd=tmp_path)
+    out = tmp_path / "ekspor" / "2026-10.csv"
+    result = cli(
+        "export", "--period", "2026-10", "--format", "csv", "--out", str(out), env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "67 koperasi ditulis" in result.stdout
+    lines = out.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0].startswith("kode_wilayah,kecamatan,kelurahan,nama_koperasi,status_operasional,")
+    assert lines[0].endswith(",revisi,dikirim_oleh,dikirim_pada,terlambat")
+    assert len(lines) == 68
+    bad = cli("export", "--period", "Oktober", "--out", str(out), env=env, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "TAHUN-BULAN" in bad.stderr
