@@ -64,8 +64,8 @@ def field_label(messages: Messages, field_id: str) -> str:
 def format_value(messages: Messages, f: Field, value: Any) -> str:
     """An answer as people read it: Rp…, labels joined, counts of photos."""
     table = labels(messages)
-    if value is None:
-        return "-"
+    if value is None or value == "":
+        return table.get("none", "-")
     if f.kind is Kind.MONEY:
         return rupiah(int(value))
     if f.kind is Kind.INTEGER:
@@ -519,7 +519,7 @@ class ReportService:
         if verb == "k" and f.skippable(draft.answers):
             value = [] if f.kind is Kind.PHOTO else ""
             self._store(draft, f, value)
-            return [self._answered(f, value or None), *self._ask(draft, ctx)]
+            return [self._answered(f, value), *self._ask(draft, ctx)]
         if verb == "s" and f.carry and f.id in ctx.last:
             carried = ctx.last[f.id]
             if f.kind is Kind.MULTI:
