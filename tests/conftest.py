@@ -104,6 +104,12 @@ async def _truncate(url: str) -> None:
 
 
 @pytest.fixture
+def cli_env(database_url: str) -> dict[str, str]:
+    """The environment of a `koperasi-bot` run against the test database."""
+    return {"DATABASE_URL": database_url, "TELEGRAM_BOT_TOKEN": ""}
+
+
+@pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(datetime(2026, 11, 27, 9, 0, tzinfo=WIB))
 

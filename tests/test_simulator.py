@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from bot.core import Core
@@ -12,15 +11,10 @@ from storage.models import BoardMember, Officer
 from tests.bot.test_cli import cli
 
 
-@pytest.fixture
-def env(database_url: str) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "TELEGRAM_BOT_TOKEN": ""}
-
-
 async def test_script_links_a_board_member_and_gets_the_greeting(
-    env: dict[str, str], tmp_path: Path, core: Core
+    cli_env: dict[str, str], tmp_path: Path, core: Core
 ) -> None:
-    assert cli("init", "--sample", env=env, cwd=tmp_path).returncode == 0
+    assert cli("init", "--sample", env=cli_env, cwd=tmp_path).returncode == 0
     script = "\n".join(
         [
             "1",  # a board member
@@ -34,7 +28,7 @@ async def test_script_links_a_board_member_and_gets_the_greeting(
             ":keluar",
         ]
     )
-    result = cli("run", env=env, cwd=tmp_path, stdin=script + "\n")
+    result = cli("run", env=cli_env, cwd=tmp_path, stdin=script + "\n")
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -56,13 +50,13 @@ async def test_script_links_a_board_member_and_gets_the_greeting(
 
 
 async def test_script_as_officer_and_switching_roles(
-    env: dict[str, str], tmp_path: Path, core: Core
+    cli_env: dict[str, str], tmp_path: Path, core: Core
 ) -> None:
-    assert cli("init", "--sample", env=env, cwd=tmp_path).returncode == 0
+    assert cli("init", "--sample", env=cli_env, cwd=tmp_path).returncode == 0
     script = "\n".join(
         ["2", "Rina Wati", "/bantuan", ":ganti", "3", "halo", "/start ZZZZ222222", "9"]
     )
-    result = cli("simulate", env=env, cwd=tmp_path, stdin=script + "\n")
+    result = cli("simulate", env=cli_env, cwd=tmp_path, stdin=script + "\n")
 
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -32,22 +32,24 @@ def cli(
     )
 
 
-@pytest.fixture
-def env(database_url: str) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "TELEGRAM_BOT_TOKEN": ""}
-
-
 async def test_init_invite_officer_roundtrip(
-    env: dict[str, str], tmp_path: Path, core: Core
+    cli_env: dict[str, str], tmp_path: Path, core: Core
 ) -> None:
-    init = cli("init", "--sample-if-empty", env=env, cwd=tmp_path)
+    init = cli("init", "--sample-if-empty", env=cli_env, cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     assert "67 koperasi baru" in init.stdout
-    again = cli("init", "--sample-if-empty", env=env, cwd=tmp_path)
+    again = cli("init", "--sample-if-empty", env=cli_env, cwd=tmp_path)
     assert "Registri sudah berisi 67 koperasi" in again.stdout
 
     invite = cli(
-        "invite", "--coop", "36.73.04.1007", "--role", "bendahara", "--json", env=env, cwd=tmp_path
+        "invite",
+        "--coop",
+        "36.73.04.1007",
+        "--role",
+        "bendahara",
+        "--json",
+        env=cli_env,
+        cwd=tmp_path,
     )
     assert invite.returncode == 0, invite.stderr
     payload = json.loads(invite.stdout.strip().splitlines()[-1])
@@ -69,7 +71,7 @@ async def test_init_invite_officer_roundtrip(
         "--kecamatan",
         "cipocok jaya",
         "--can-broadcast",
-        env=env,
+        env=cli_env,
         cwd=tmp_path,
     )
     assert officer.returncode == 0, officer.stderr
@@ -78,16 +80,20 @@ async def test_init_invite_officer_roundtrip(
         saved = await session.scalar(select(Officer))
     assert saved is not None
     assert saved.can_broadcast
-    listed = cli("officer", "list", env=env, cwd=tmp_path)
+    listed = cli("officer", "list", env=cli_env, cwd=tmp_path)
     assert "5551  Budi Santoso" in listed.stdout
 
 
-def test_cli_refuses_bad_input_with_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
-    cli("init", "--sample", env=env, cwd=tmp_path)
-    unknown = cli("invite", "--coop", "36.73.99.9999", "--role", "bendahara", env=env, cwd=tmp_path)
+def test_cli_refuses_bad_input_with_one_clear_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    cli("init", "--sample", env=cli_env, cwd=tmp_path)
+    unknown = cli(
+        "invite", "--coop", "36.73.99.9999", "--role", "bendahara", env=cli_env, cwd=tmp_path
+    )
     assert unknown.returncode == 2
     assert "tidak ada di registri" in unknown.stderr
-    role = cli("invite", "--coop", "36.73.04.1007", "--role", "bendahari", env=env, cwd=tmp_path)
+    role = cli(
+        "invite", "--coop", "36.73.04.1007", "--role", "bendahari", env=cli_env, cwd=tmp_path
+    )
     assert role.returncode == 2
     assert "Jabatan tidak dikenal. Pilihan: ketua, " in role.stderr
     kec = cli(
@@ -99,23 +105,23 @@ def test_cli_refuses_bad_input_with_one_clear_line(env: dict[str, str], tmp_path
         "X",
         "--kecamatan",
         "Bogor",
-        env=env,
+        env=cli_env,
         cwd=tmp_path,
     )
     assert kec.returncode == 2
     assert "Kecamatan tidak dikenal" in kec.stderr
-    missing = cli("import-coops", "tidak-ada.csv", env=env, cwd=tmp_path)
+    missing = cli("import-coops", "tidak-ada.csv", env=cli_env, cwd=tmp_path)
     assert missing.returncode == 2
     assert "tidak ditemukan" in missing.stderr
 
 
-def test_import_coops_reports_bad_rows_and_exits_1(env: dict[str, str], tmp_path: Path) -> None:
+def test_import_coops_reports_bad_rows_and_exits_1(cli_env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "coops.csv"
     path.write_text(
         "kode_kemendagri,kecamatan,kelurahan\n36.73.01.1001,Serang,Serang\nxx,Serang,Cipare\n",
         encoding="utf-8",
     )
-    result = cli("import-coops", str(path), env=env, cwd=tmp_path)
+    result = cli("import-coops", str(path), env=cli_env, cwd=tmp_path)
     assert result.returncode == 1
     assert "1 koperasi baru" in result.stdout
     assert 'baris 3: kode wilayah "xx" tidak sah' in result.stdout
@@ -148,11 +154,19 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     assert "TIMEZONE" in result.stderr
 
 
-def test_export_csv_writes_the_whole_registry(env: dict[str, str], tmp_path: Path) -> None:
-    cli("init", "--sample", env=env, cwd=tmp_path)
+def test_export_csv_writes_the_whole_registry(cli_env: dict[str, str], tmp_path: Path) -> None:
+    cli("init", "--sample", env=cli_env, cwd=tmp_path)
     out = tmp_path / "ekspor" / "2026-10.csv"
     result = cli(
-        "export", "--period", "2026-10", "--format", "csv", "--out", str(out), env=env, cwd=tmp_path
+        "export",
+        "--period",
+        "2026-10",
+        "--format",
+        "csv",
+        "--out",
+        str(out),
+        env=cli_env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "67 koperasi ditulis" in result.stdout
@@ -160,6 +174,6 @@ def test_export_csv_writes_the_whole_registry(env: dict[str, str], tmp_path: Pat
     assert lines[0].startswith("kode_wilayah,kecamatan,kelurahan,nama_koperasi,status_operasional,")
     assert lines[0].endswith(",revisi,dikirim_oleh,dikirim_pada,terlambat")
     assert len(lines) == 68
-    bad = cli("export", "--period", "Oktober", "--out", str(out), env=env, cwd=tmp_path)
+    bad = cli("export", "--period", "Oktober", "--out", str(out), env=cli_env, cwd=tmp_path)
     assert bad.returncode == 2
     assert "TAHUN-BULAN" in bad.stderr
