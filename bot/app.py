@@ -7,6 +7,7 @@ from typing import Any
 
 from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
 from telegram.constants import ParseMode
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
@@ -78,10 +79,24 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
     return app
 
 
+class StartupError(Exception):
+    """The bot could not start; `code` picks the sentence in the cli_startup_error template."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
 def run_polling(core: Core) -> None:
     """Run on Telegram with long polling until interrupted."""
     app = build_application(core)
-    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    try:
+        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    except InvalidToken as exc:
+        raise StartupError("token", str(exc)) from None
+    except NetworkError as exc:
+        raise StartupError("network", str(exc)) from None
 
 
 async def bot_username(core: Core) -> str:

@@ -89,10 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in ("init", "run", "simulate"):
         migrate.upgrade(settings.database_url)
     if command == "run" and settings.telegram_bot_token and not args.simulator:
-        from bot.app import run_polling
+        from bot.app import StartupError, run_polling
 
         print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
-        run_polling(Core.create(settings))
+        try:
+            run_polling(Core.create(settings))
+        except StartupError as exc:
+            print(
+                messages.render(
+                    "cli_startup_error",
+                    code=exc.code,
+                    detail=exc.detail,
+                    url=settings.telegram_api_base_url,
+                ),
+                file=sys.stderr,
+            )
+            return 1
         return 0
     if command == "run":
         if not args.simulator:
