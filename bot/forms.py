@@ -47,7 +47,6 @@ class Accepted:
 
     value: Any
     confirm: tuple[str, ...] = ()
-    values: dict[str, Any] = field(default_factory=dict)
 
 
 Result = Accepted | Invalid
@@ -69,7 +68,7 @@ class Field:
     min_length: int = 0
     max_length: int | None = None
     min_selected: int = 1
-    max_items: int = 10
+    max_items: int = 10  # photos kept for a PHOTO field
     exclusive: tuple[str, ...] = ()
     optional: bool = False
     required_if: Callable[[Answers], bool] | None = None

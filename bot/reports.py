@@ -34,7 +34,7 @@ from bot.replies import Buttons, Reply
 from messages import Messages, rupiah
 from storage.models import Kelurahan, Koperasi, Report, ReportDraft, ReportRevision, RoleLevel
 
-MAX_PHOTOS = 10
+_ATTEMPTS = 3
 
 
 @cache
@@ -194,6 +194,23 @@ class ReportService:
     ) -> list[Reply] | None:
         if actor.person_id is None or actor.membership is None:
             return None
+        # A unique constraint may refuse the work when another member submits the same report
+        # at the same moment; the transaction is rolled back whole, so doing it again is safe.
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._step_once(actor, message_id, handle, draft_id)
+            except IntegrityError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _step_once(
+        self,
+        actor: Actor,
+        message_id: int | None,
+        handle: Any,
+        draft_id: int | None,
+    ) -> list[Reply] | None:
         replies: list[Reply] = []
         try:
             async with self.core.db.transaction() as session:
@@ -389,7 +406,7 @@ class ReportService:
             periode=self._name(draft.period),
             koperasi=ctx.koperasi_nama,
             rows=rows,
-            revision=0,
+            revising=draft.revising,
         )
         prefix = f"{draft.id}:"
         buttons: Buttons = [
@@ -471,8 +488,8 @@ class ReportService:
         if f is None or f.kind is not Kind.PHOTO:
             return [self._reply("jawaban_salah", code="not_photo_now"), *self._ask(draft, ctx)]
         selected = list((draft.pending or {}).get("selected", []))
-        if len(selected) >= MAX_PHOTOS:
-            return [self._reply("jawaban_salah", code="too_many_photos", maximum=MAX_PHOTOS)]
+        if len(selected) >= f.max_items:
+            return [self._reply("jawaban_salah", code="too_many_photos", maximum=f.max_items)]
         selected.append(file_id)
         draft.pending = {"selected": selected}
         prefix = f"{draft.id}:"
@@ -487,7 +504,7 @@ class ReportService:
     async def _action(self, draft: ReportDraft, ctx: _Context, action: str) -> list[Reply]:
         verb, _, rest = action.partition(":")
         field_id, _, option = rest.partition(":")
-        if verb in ("send", "edit", "cancel", "cy", "cn") or verb == "e":
+        if verb in ("send", "edit", "cancel", "cy", "cn", "e"):
             return await self._review_action(draft, ctx, verb, field_id)
         # Every question button names its field; a button of an earlier question is stale.
         if field_id != draft.current_field or not self.form.has(field_id):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from datetime import timedelta
 from pathlib import Path
@@ -264,6 +265,7 @@ async def test_resubmission_by_another_member_creates_a_revision(
 
     assert "sudah dikirim oleh Siti Aminah" in intro[0].text
     assert "<b>Jumlah anggota</b>: 120" in intro[1].text
+    assert "tersimpan sebagai revisi baru" in intro[1].text
     await ahmad.press("Ubah")
     await ahmad.press("Omzet bulan ini")
     await ahmad.send("30000000")
@@ -461,3 +463,30 @@ async def test_export_csv_has_a_row_per_cooperative(
     empty = next(r for r in rows if r["kode_wilayah"] == "36.73.01.1008")
     assert empty["status_operasional"] == ""
     assert empty["nama_koperasi"] == "Koperasi Kelurahan Merah Putih Sukawana"
+
+
+async def test_two_members_pressing_kirim_at_the_same_moment_both_count(
+    registry_loaded: Core, chats: Chats
+) -> None:
+    siti = await linked(registry_loaded, chats, "Siti")
+    ahmad = await linked(registry_loaded, chats, "Ahmad", role="ketua")
+    await play_to_review(siti)
+    await play_to_review(ahmad)
+    updates = []
+    for chat in (siti, ahmad):
+        review = chat.last_with_buttons()
+        assert review is not None
+        updates.append(chat.user.callback_update(review, review.button("Kirim")["callback_data"]))
+
+    replies = await asyncio.gather(siti.process(updates[0]), ahmad.process(updates[1]))
+
+    sent = "\n".join(m.text for r in replies for m in r)
+    assert "/2026-10/R1</b>" in sent
+    assert "/2026-10/R2</b>" in sent
+    assert "gangguan" not in sent
+    async with registry_loaded.db.sessions() as session:
+        revisions = (await session.scalars(select(ReportRevision.revision))).all()
+        report = await session.scalar(select(Report))
+    assert sorted(revisions) == [1, 2]
+    assert report is not None
+    assert report.current_revision == 2
