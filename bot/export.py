@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.core import Core
 from bot.forms import Form, Kind
-from bot.laporan import MONTHLY_REPORT, main_obstacle
+from bot.laporan import MONTHLY_REPORT
 from bot.periods import Period
 from bot.reports import format_value
 from storage.models import Kecamatan, Kelurahan, Koperasi, Report, ReportRevision
@@ -67,9 +67,7 @@ def _row(
         return row
     answers = revision.answers
     for f in form.fields:
-        value = answers.get(f.id)
-        if f.id == "kendala_utama":
-            value = main_obstacle(answers)
+        value = f.value(answers)
         if value is None:
             continue
         if f.kind in (Kind.MONEY, Kind.INTEGER):

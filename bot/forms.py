@@ -75,6 +75,11 @@ class Field:
     carry: bool = False
     plausible: Plausibility | None = None
     max_of: str | None = None
+    # The value exports show, where it can stand without the question being asked.
+    derive: Callable[[Answers], Any] | None = None
+
+    def value(self, answers: Answers) -> Any:
+        return self.derive(answers) if self.derive else answers.get(self.id)
 
     def choices(self, answers: Answers) -> tuple[str, ...]:
         return self.options_from(answers) if self.options_from else self.options

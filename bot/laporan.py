@@ -79,6 +79,14 @@ def _kendala_choices(answers: Answers) -> tuple[str, ...]:
     return tuple(k for k in answers.get("kendala", []) if k != "NIHIL")
 
 
+def main_obstacle(answers: Answers) -> str | None:
+    """The main obstacle: the one chosen, or the only one named."""
+    if "kendala_utama" in answers:
+        return str(answers["kendala_utama"])
+    named = _kendala_choices(answers)
+    return named[0] if len(named) == 1 else None
+
+
 MONTHLY_REPORT = Form(
     id="laporan_bulanan",
     fields=(
@@ -123,6 +131,7 @@ MONTHLY_REPORT = Form(
             ask_if=lambda a: len(_kendala_choices(a)) > 1,
             options_from=_kendala_choices,
             labels_of="kendala",
+            derive=main_obstacle,
         ),
         Field(
             "kendala_uraian",
@@ -136,11 +145,3 @@ MONTHLY_REPORT = Form(
         Field("foto", Kind.PHOTO, optional=True, min_selected=0),
     ),
 )
-
-
-def main_obstacle(answers: Answers) -> str | None:
-    """The main obstacle: the one chosen, or the only one named."""
-    if "kendala_utama" in answers:
-        return str(answers["kendala_utama"])
-    named = _kendala_choices(answers)
-    return named[0] if len(named) == 1 else None
