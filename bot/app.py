@@ -12,6 +12,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 from bot.core import Core
+from bot.reports import ReportService
 from handlers import fallback, onboarding, report
 from handlers.common import reply
 
@@ -75,6 +76,7 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
         builder = builder.request(request).get_updates_request(request)
     app = builder.build()
     app.bot_data["core"] = core
+    app.bot_data["reports"] = ReportService(core)
     register_handlers(app)
     return app
 

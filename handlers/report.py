@@ -9,16 +9,14 @@ from bot.replies import Reply
 from bot.reports import ReportService
 from bot.text import split_message
 from handlers import fallback
-from handlers.common import PRIVATE, Context, actor_of, core_of, keyboard
+from handlers.common import PRIVATE, Context, actor_of, keyboard
 
 CALLBACK_PREFIX = "r:"
 
 
 def _service(context: Context) -> ReportService:
-    service = context.application.bot_data.get("reports")
-    if not isinstance(service, ReportService):
-        service = ReportService(core_of(context))
-        context.application.bot_data["reports"] = service
+    service = context.application.bot_data["reports"]
+    assert isinstance(service, ReportService)
     return service
 
 
