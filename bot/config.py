@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/koperasi.db"
 
@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     report_deadline_day: int = Field(default=10, ge=1, le=28)
     report_open_months: int = Field(default=3, ge=1, le=24)
     draft_ttl_days: int = Field(default=14, ge=1, le=365)
+    # The reporting calendar: for month M, days of month M+1 (local time).
+    report_open_day: int = Field(default=1, ge=1, le=28)
+    report_reminder_days: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [5, 8])
+    report_notice_time: time = time(9, 0)
+    # Proactive messages only inside this window (local time); later ones wait for the start.
+    send_window_start: time = time(7, 0)
+    send_window_end: time = time(20, 0)
+    # The outbox sender: Telegram allows about 30 msg/s on the free tier, 1 msg/s per chat;
+    # paid broadcasts allow up to 1000 msg/s.
+    outbox_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
+    outbox_per_chat_interval_seconds: float = Field(default=1.0, ge=0, le=60)
+    outbox_max_attempts: int = Field(default=5, ge=1, le=50)
+    run_scheduler: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("telegram_bot_token", mode="before")
@@ -46,6 +59,41 @@ class Settings(BaseSettings):
             if not (sep and head.isdigit() and tail):
                 raise ValueError("expected the form 123456789:ABC... given by @BotFather")
         return value
+
+    @field_validator("report_reminder_days", mode="before")
+    @classmethod
+    def _days(cls, value: object) -> object:
+        # Written in .env as "5,8"; an empty value means no reminders.
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",")]
+            return [part for part in parts if part]
+        return value
+
+    @field_validator("report_notice_time", "send_window_start", "send_window_end", mode="before")
+    @classmethod
+    def _clock_time(cls, value: object) -> object:
+        # People write 09.00 as well as 09:00.
+        if isinstance(value, str):
+            return value.strip().replace(".", ":")
+        return value
+
+    @model_validator(mode="after")
+    def _calendar(self) -> Settings:
+        days = self.report_reminder_days
+        if sorted(set(days)) != days:
+            raise ValueError("REPORT_REMINDER_DAYS: give increasing days, e.g. 5,8")
+        if days and not (self.report_open_day < days[0] and days[-1] <= self.report_deadline_day):
+            raise ValueError(
+                "REPORT_REMINDER_DAYS: reminders fall after REPORT_OPEN_DAY and no later "
+                "than REPORT_DEADLINE_DAY"
+            )
+        if self.report_open_day > self.report_deadline_day:
+            raise ValueError("REPORT_OPEN_DAY: must not be after REPORT_DEADLINE_DAY")
+        if self.send_window_start >= self.send_window_end:
+            raise ValueError("SEND_WINDOW_START: must be before SEND_WINDOW_END")
+        return self
 
     @field_validator("telegram_api_base_url")
     @classmethod
@@ -115,6 +163,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "?"
+        name = str(first["loc"][0]).upper() if first["loc"] else ""
         message = first["msg"].removeprefix("Value error, ")
+        if not name:  # a check across settings names them itself
+            name, _, message = message.partition(": ")
         raise ConfigError(f"{name}: {message}") from None

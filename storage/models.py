@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models of the registry, people, roles, invites and the audit log."""
+"""SQLAlchemy 2 models: registry, people, roles, invites, reports, outbox, ledger, audit log."""
 
 from __future__ import annotations
 
@@ -135,6 +135,9 @@ class ChatIdentity(Base):
     username: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
+    # Set when the channel refuses delivery (the user blocked the bot); cleared when they write.
+    unreachable_at: Mapped[datetime | None]
+    unreachable_reason: Mapped[str | None] = mapped_column(String(200))
 
     person: Mapped[Person] = relationship(back_populates="identities")
 
@@ -294,3 +297,77 @@ class ReportRevision(Base):
     late: Mapped[bool] = mapped_column(Boolean, default=False)
 
     report: Mapped[Report] = relationship(back_populates="revisions")
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by a sender until `lease_until`
+    SENT = "sent"
+    FAILED = "failed"  # gave up: `last_error` says why
+    UNREACHABLE = "unreachable"  # the recipient blocked the bot or has no chat any more
+    CANCELLED = "cancelled"  # no longer meaningful (e.g. the report arrived before the reminder)
+
+
+class OutboxMessage(Base):
+    """One proactive message, written in the transaction that decided to send it.
+
+    The sender drains pending rows; `dedupe_key` makes deciding twice harmless.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_topic", "topic", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    # What the message is about, e.g. "report:2026-10:k12"; lets a later event cancel it.
+    topic: Mapped[str | None] = mapped_column(String(100))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id", ondelete="SET NULL"))
+    chat_identity_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_identity.id", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    # Rows of [label, action] pairs; the channel turns actions into its own button data.
+    buttons: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Proactive messages wait for the sending window (07.00-20.00 local) unless this is False.
+    quiet_hours: Mapped[bool] = mapped_column(Boolean, default=True)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    status: Mapped[OutboxStatus] = mapped_column(
+        Enum(
+            OutboxStatus,
+            native_enum=False,
+            length=12,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=OutboxStatus.PENDING,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    external_message_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class LedgerEntry(Base):
+    """A scheduled notice decided for one target: at most one per (kind, period, target).
+
+    `target` is "k<koperasi id>" or "o<officer id>"; written with the outbox rows it queued.
+    """
+
+    __tablename__ = "reminder_ledger"
+    __table_args__ = (UniqueConstraint("kind", "period", "target"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    target: Mapped[str] = mapped_column(String(30))
+    koperasi_id: Mapped[int | None] = mapped_column(ForeignKey("koperasi.id", ondelete="CASCADE"))
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officer.id", ondelete="CASCADE"))
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    decided_at: Mapped[datetime]
