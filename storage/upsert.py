@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Column, inspect
+from sqlalchemy import ColumnElement, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
@@ -40,7 +40,7 @@ async def insert_returning_new(
     model: type[DeclarativeBase],
     rows: Sequence[dict[str, Any]],
     conflict_columns: Sequence[str],
-    returning: InstrumentedAttribute[Any] | Column[Any],
+    returning: InstrumentedAttribute[Any] | ColumnElement[Any],
 ) -> list[Any]:
     """Insert the rows that do not collide and return `returning` of each new row.
 
