@@ -13,7 +13,7 @@ from telegram.request import BaseRequest
 
 from bot.core import Core
 from bot.reports import ReportService
-from handlers import fallback, onboarding, report
+from handlers import fallback, onboarding, report, schedule
 from handlers.common import reply
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def register_handlers(app: App) -> None:
     app.add_handlers(fallback.build_group_handlers(), group=0)
     app.add_handlers(onboarding.build_handlers(), group=0)
     app.add_handlers(report.build_handlers(), group=0)
+    app.add_handlers(schedule.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
     app.add_error_handler(on_error)
 

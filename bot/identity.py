@@ -83,6 +83,11 @@ async def identify(session: AsyncSession, channel: str, external_id: str) -> Act
     )
     if identity is None:
         return Actor(channel=channel, external_id=external_id)
+    if identity.unreachable_at is not None:
+        # They wrote to us, so they unblocked the bot: proactive messages may reach them again.
+        identity.unreachable_at = None
+        identity.unreachable_reason = None
+        await session.commit()
     person = identity.person
     membership = None
     if person.board_member is not None:

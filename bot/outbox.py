@@ -8,7 +8,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -97,15 +97,16 @@ async def enqueue(session: AsyncSession, items: Sequence[Outgoing], now: datetim
     return await insert_ignoring_conflicts(session, OutboxMessage, rows, ["dedupe_key"])
 
 
-async def cancel_topic(session: AsyncSession, topic: str, kinds: Sequence[str]) -> int:
-    """Cancel the pending messages of `kinds` about `topic` (they are no longer meaningful)."""
+async def cancel_topic(
+    session: AsyncSession, topic: str, kinds: Sequence[str] | None = None
+) -> int:
+    """Cancel the pending messages about `topic` (of `kinds`, or all): no longer meaningful."""
+    conditions = [OutboxMessage.topic == topic, OutboxMessage.status == OutboxStatus.PENDING]
+    if kinds is not None:
+        conditions.append(OutboxMessage.kind.in_(list(kinds)))
     result = await session.execute(
         update(OutboxMessage)
-        .where(
-            OutboxMessage.topic == topic,
-            OutboxMessage.kind.in_(list(kinds)),
-            OutboxMessage.status == OutboxStatus.PENDING,
-        )
+        .where(*conditions)
         .values(status=OutboxStatus.CANCELLED, last_error="no longer needed")
         .execution_options(synchronize_session=False)
     )
@@ -114,3 +115,11 @@ async def cancel_topic(session: AsyncSession, topic: str, kinds: Sequence[str]) 
 
 def sending_window(settings: Settings) -> SendingWindow:
     return SendingWindow(settings.send_window_start, settings.send_window_end, settings.tz)
+
+
+async def status_counts(session: AsyncSession) -> dict[str, int]:
+    """How many outbox rows are in each status."""
+    rows = await session.execute(
+        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+    )
+    return {str(status): int(count) for status, count in rows.all()}

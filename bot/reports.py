@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot import audit
+from bot.config import Settings
 from bot.core import Core
 from bot.forms import (
     Accepted,
@@ -29,6 +30,7 @@ from bot.forms import (
 )
 from bot.identity import Actor
 from bot.laporan import MONTHLY_REPORT
+from bot.outbox import cancel_topic
 from bot.periods import Period, default_period, open_periods, parse_period
 from bot.replies import Buttons, Reply
 from messages import Messages, rupiah
@@ -81,12 +83,17 @@ def format_value(messages: Messages, f: Field, value: Any) -> str:
     return str(value)
 
 
-def deadline(core: Core, period: Period) -> datetime:
+def deadline(settings: Settings, period: Period) -> datetime:
     """The end of the deadline day in the month after the period, local time."""
     following = period.next()
-    day = min(core.settings.report_deadline_day, following.last_day().day)
+    day = min(settings.report_deadline_day, following.last_day().day)
     local_end = datetime.combine(following.first_day().replace(day=day), time.max)
-    return local_end.replace(tzinfo=core.settings.tz)
+    return local_end.replace(tzinfo=settings.tz)
+
+
+def report_topic(period: Period, koperasi_id: int) -> str:
+    """The outbox topic of a cooperative's notices for a period (cancelled when it reports)."""
+    return f"report:{period.key}:k{koperasi_id}"
 
 
 @dataclass(frozen=True)
@@ -605,7 +612,7 @@ class ReportService:
         assert actor.membership is not None
         now = self.core.clock.now()
         period = Period.parse_key(draft.period)
-        late = now > deadline(self.core, period)
+        late = now > deadline(self.core.settings, period)
         answers = self.form.clean(draft.answers)
         report = await self._report(session, draft.koperasi_id, period)
         if report is None:
@@ -648,6 +655,8 @@ class ReportService:
             late=late,
         )
         await session.delete(draft)
+        # Reminders queued for this report but not sent yet are no longer meaningful.
+        await cancel_topic(session, report_topic(period, draft.koperasi_id))
         await session.flush()
         receipt = self._reply(
             "tanda_terima",

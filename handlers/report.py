@@ -12,6 +12,8 @@ from handlers import fallback
 from handlers.common import PRIVATE, Context, actor_of, keyboard
 
 CALLBACK_PREFIX = "r:"
+# Reminders carry this button data (see bot/reminders.py).
+START_PREFIX = "lapor:"
 
 
 def _service(context: Context) -> ReportService:
@@ -93,11 +95,21 @@ async def button(update: Update, context: Context) -> None:
     await show(update, context, await _service(context).on_action(actor, int(draft), action))
 
 
+async def start_button(update: Update, context: Context) -> None:
+    """The button under an opening notice or a reminder: start that month's report."""
+    query = update.callback_query
+    assert query is not None
+    period = (query.data or "").removeprefix(START_PREFIX)
+    actor = await actor_of(update, context)
+    await show(update, context, await _service(context).start(actor, period))
+
+
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:
     return [
         CommandHandler("lapor", lapor, filters=PRIVATE),
         CommandHandler("batal", batal, filters=PRIVATE),
         CallbackQueryHandler(button, pattern=r"^r:"),
+        CallbackQueryHandler(start_button, pattern=r"^lapor:\d{4}-\d{2}$"),
         MessageHandler(PRIVATE & filters.TEXT & ~filters.COMMAND, text_answer),
         MessageHandler(PRIVATE & filters.PHOTO, photo_answer),
     ]

@@ -296,6 +296,6 @@ async def test_command_menu_is_set_in_indonesian(app, api) -> None:
     await app.post_init(app)
     call = next(c for c in api.calls if c.method == "setMyCommands")
     commands = {c["command"]: c["description"] for c in call.params["commands"]}
-    assert set(commands) == {"start", "bantuan", "keluar", "lapor", "batal"}
+    assert set(commands) == {"start", "bantuan", "keluar", "lapor", "batal", "jadwal"}
     assert commands["bantuan"] == "Apa saja yang dapat dilakukan"
     assert call.params["scope"] == {"type": "all_private_chats"}
