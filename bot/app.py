@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from telegram import BotCommand, BotCommandScopeAllPrivateChats, Update
+from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, Update
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 from bot.core import Core
+from bot.reminders import next_wakeup, tick
 from bot.reports import ReportService
+from bot.sender import Sender, SendStats
 from handlers import fallback, onboarding, report, schedule
 from handlers.common import reply
+from handlers.transport import TelegramTransport
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,78 @@ def command_menu(core: Core) -> list[BotCommand]:
 async def post_init(app: App) -> None:
     core: Core = app.bot_data["core"]
     await app.bot.set_my_commands(command_menu(core), scope=BotCommandScopeAllPrivateChats())
+    if core.settings.run_scheduler:
+        start_background(app)
+
+
+# The scheduler and the sender ---------------------------------------------------------------
+# APScheduler (through PTB's JobQueue) only wakes `tick`; the ledger in the database decides
+# what is due, so the jobs need no persistence: start-up runs one tick to catch up.
+CALENDAR_NEXT = "calendar-next"
+CALENDAR_HOURLY = "calendar-hourly"
+
+
+def start_background(app: App) -> None:
+    """Start the outbox sender task and the calendar jobs (the Application must be started)."""
+    core: Core = app.bot_data["core"]
+    sender = Sender(core, TelegramTransport(app.bot))
+    stop = asyncio.Event()
+    app.bot_data["sender"] = sender
+    app.bot_data["sender_stop"] = stop
+    app.bot_data["sender_task"] = asyncio.get_running_loop().create_task(
+        sender.run(stop), name="outbox-sender"
+    )
+    jobs = app.job_queue
+    assert jobs is not None, "python-telegram-bot[job-queue] is required"
+    jobs.run_once(calendar_job, when=0, name=CALENDAR_NEXT)
+    # A safety net: people linked during a notice's window are told within the hour.
+    jobs.run_repeating(calendar_job, interval=3600, first=3600, name=CALENDAR_HOURLY)
+
+
+async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Decide what is due now, wake the sender, and arm the next exact wake-up."""
+    core: Core = context.bot_data["core"]
+    result = await tick(core)
+    if result.messages:
+        sender: Sender = context.bot_data["sender"]
+        sender.wake()
+    if result.notices or result.outside_window:
+        log.info(
+            "Calendar tick at %s: %s",
+            result.at.isoformat(),
+            ", ".join(
+                f"{n.notice.kind} {n.notice.period.key}: {n.messages}" for n in result.notices
+            )
+            or "nothing new",
+        )
+    jobs = context.job_queue
+    assert jobs is not None
+    for job in jobs.get_jobs_by_name(CALENDAR_NEXT):
+        if job is not context.job:
+            job.schedule_removal()
+    jobs.run_once(
+        calendar_job, when=next_wakeup(core.settings, core.clock.now()), name=CALENDAR_NEXT
+    )
+
+
+async def stop_background(app: App) -> None:
+    stop: asyncio.Event | None = app.bot_data.pop("sender_stop", None)
+    task: asyncio.Task[Any] | None = app.bot_data.pop("sender_task", None)
+    if stop is not None:
+        stop.set()
+    if task is not None:
+        await task
+
+
+async def send_due(core: Core) -> SendStats:
+    """Send what the outbox holds that is due now, once (for `koperasi-bot tick`)."""
+    app = build_application(core)
+    async with app:
+        return await send_due_with(core, app.bot)
+
+
+async def send_due_with(core: Core, bot: Bot) -> SendStats:
+    return await Sender(core, TelegramTransport(bot)).drain()
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -72,6 +148,7 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
         .base_file_url(f"{settings.telegram_api_base_url}/file/bot")
         .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=settings.tz))
         .post_init(post_init)
+        .post_stop(stop_background)
     )
     if request is not None:
         builder = builder.request(request).get_updates_request(request)

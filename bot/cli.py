@@ -1,4 +1,4 @@
-"""The `koperasi-bot` command line: init, import-coops, invite, officer, roles, run, simulate."""
+"""The `koperasi-bot` command line: registry, invites, officers, export, calendar, the bot."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from bot import officers, onboarding, registry
 from bot.config import ConfigError, Settings, load_settings
 from bot.core import Core
+from bot.outbox import sending_window
 from messages import Messages
 from storage import migrate
 
@@ -61,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, type=Path, help="the file to write")
 
     sub.add_parser("roles", help="list board roles usable with `invite --role`")
+
+    schedule = sub.add_parser(
+        "schedule", help="list the reporting notices due next (times local, WIB)"
+    )
+    schedule.add_argument("--at", help="show the calendar as at this moment (default now)")
+    tick = sub.add_parser(
+        "tick", help="decide and queue, once, whatever notice is due (as the scheduler does)"
+    )
+    tick.add_argument(
+        "--at",
+        help="the moment to act as, ISO 8601, e.g. 2026-12-05T09:00 (local time unless an "
+        "offset is given; default now)",
+    )
+    tick.add_argument(
+        "--no-send",
+        action="store_true",
+        help="only queue; leave sending to the running bot",
+    )
     run = sub.add_parser("run", help="start the bot (Telegram if a token is set, else simulator)")
     run.add_argument(
         "--simulator", action="store_true", help="the local simulator even with a token"
@@ -70,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # PTB 22 reports RetryAfter as a timedelta only when asked; the int form is deprecated.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -265,10 +287,13 @@ async def _roles(core: Core, args: argparse.Namespace) -> int:
 
 
 async def _simulate(core: Core, args: argparse.Namespace) -> int:
-    from bot.app import build_application
+    from bot.app import build_application, start_background, stop_background
     from handlers.local_api import LocalBotAPI
     from handlers.simulator import Simulator
 
+    # The terminal is the chat: keep the scheduler's start/stop lines out of it.
+    for noisy in ("apscheduler", "telegram.ext"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     api = LocalBotAPI()
     app = build_application(core, request=api)
     interactive = sys.stdin.isatty()
@@ -280,15 +305,88 @@ async def _simulate(core: Core, args: argparse.Namespace) -> int:
         return line or None
 
     async with app:
-        await Simulator(
-            core,
-            app,
-            api,
-            read_line,
-            lambda text: print(text, flush=True),
-            echo_input=not interactive,
-        ).run()
+        # The simulator runs the scheduler and the sender like the real bot does.
+        await app.start()
+        if core.settings.run_scheduler:
+            start_background(app)
+        try:
+            await Simulator(
+                core,
+                app,
+                api,
+                read_line,
+                lambda text: print(text, flush=True),
+                echo_input=not interactive,
+            ).run()
+        finally:
+            await app.stop()
+            await stop_background(app)
     _out(core, "sim_bye", database=_shown(core.settings))
+    return 0
+
+
+async def _schedule(core: Core, args: argparse.Namespace) -> int:
+    from bot import reminders
+    from bot.clock import parse_moment
+    from bot.outbox import status_counts
+
+    now = core.clock.now()
+    if args.at:
+        moment = parse_moment(args.at, core.settings.tz)
+        if moment is None:
+            _err(core, "cli_tick", error="at", value=args.at)
+            return 2
+        now = moment
+    settings = core.settings
+    upcoming = reminders.upcoming(settings, now, 6)
+    due = reminders.due_notices(settings, now)
+    periods = sorted({n.period for n in [*upcoming, *due]})
+    async with core.db.sessions() as session:
+        decided = await reminders.decided(session, periods)
+        outbox = await status_counts(session)
+    _out(
+        core,
+        "cli_schedule",
+        now=now,
+        due=due,
+        upcoming=upcoming,
+        decided=decided,
+        outbox=outbox,
+        window=sending_window(settings),
+        in_window=sending_window(settings).contains(now),
+        bahasa=core.messages.language,
+    )
+    return 0
+
+
+async def _tick(core: Core, args: argparse.Namespace) -> int:
+    from bot import reminders
+    from bot.clock import FixedClock, parse_moment
+
+    at = core.clock.now()
+    if args.at:
+        moment = parse_moment(args.at, core.settings.tz)
+        if moment is None:
+            _err(core, "cli_tick", error="at", value=args.at)
+            return 2
+        at = moment
+        core.clock = FixedClock(at)
+    result = await reminders.tick(core, at)
+    stats = None
+    if not args.no_send and core.settings.telegram_bot_token is not None:
+        from bot.app import send_due
+
+        stats = await send_due(core)
+    _out(
+        core,
+        "cli_tick",
+        error="",
+        result=result,
+        stats=stats,
+        token=core.settings.telegram_bot_token is not None,
+        no_send=args.no_send,
+        bahasa=core.messages.language,
+    )
     return 0
 
 
@@ -299,5 +397,7 @@ _COMMANDS = {
     "officer": _officer,
     "roles": _roles,
     "export": _export,
+    "schedule": _schedule,
+    "tick": _tick,
     "simulate": _simulate,
 }

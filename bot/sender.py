@@ -4,8 +4,9 @@ How a row travels. One short transaction claims a batch of due rows: status `sen
 (`lease_until`), `claimed_by` this sender, `attempts + 1`. Each row is then handed to the
 channel's `Transport` and the answer is written in a transaction of its own right after it
 (sent, back to pending with a backoff, unreachable, failed). A row stays claimed only as long as
-its lease; a sender that dies leaves rows in `sending` whose lease runs out, and the next round
-of any sender claims them again.
+its lease (renewed while a long flood-control pause holds the batch); a sender that dies leaves
+rows in `sending` whose lease runs out, and the next round of any sender claims them again. A
+sender told to stop hands its unsent rows back at once.
 
 What that guarantees. No row is lost: it is pending, claimed under a lease, or finished. No row
 is sent twice by two senders at once: claiming is one atomic statement (on PostgreSQL the
@@ -77,7 +78,8 @@ class Delivery:
     error: str = ""
 
 
-Buttons = list[list[list[str]]]
+# Rows of [label, action] pairs, as the outbox stores them.
+ButtonRows = list[list[list[str]]]
 
 
 class Transport(Protocol):
@@ -85,7 +87,7 @@ class Transport(Protocol):
 
     channel: str
 
-    async def deliver(self, chat_id: str, text: str, buttons: Buttons | None) -> Delivery: ...
+    async def deliver(self, chat_id: str, text: str, buttons: ButtonRows | None) -> Delivery: ...
 
 
 @dataclass
@@ -108,7 +110,7 @@ class _Claimed:
     identity_id: int
     chat_id: str
     text: str
-    buttons: Buttons | None
+    buttons: ButtonRows | None
     priority: int
     attempts: int
 
@@ -199,10 +201,11 @@ class Sender:
         rounds = 0
         while (max_rounds is None or rounds < max_rounds) and not self._stop.is_set():
             claimed = await self._claim(stats)
-            if not claimed:
+            if claimed is None:
                 break
             rounds += 1
-            await self._send_batch(claimed, stats)
+            if claimed:
+                await self._send_batch(claimed, stats)
         return stats
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -302,7 +305,8 @@ class Sender:
             .execution_options(synchronize_session=False)
         )
 
-    async def _claim(self, stats: SendStats) -> list[_Claimed]:
+    async def _claim(self, stats: SendStats) -> list[_Claimed] | None:
+        """The rows to send now; None when nothing was due (rows closed here are counted)."""
         now = self.core.clock.now()
         statement = self._claim_statement(now, self.window.contains(now))
         claimed: list[_Claimed] = []
@@ -310,7 +314,7 @@ class Sender:
             # The UPDATE comes first: on SQLite it takes the write lock before reading anything.
             rows = (await session.execute(statement)).all()
             if not rows:
-                return []
+                return None
             identities = {
                 identity.id: identity
                 for identity in (
@@ -523,8 +527,10 @@ class Sender:
         chat_id = row.chat_id
         delivery = await self._deliver(chat_id, row)
         hops = 0
-        while delivery.outcome is Outcome.MIGRATED and delivery.new_chat_id and hops < (
-            MAX_MIGRATIONS
+        while (
+            delivery.outcome is Outcome.MIGRATED
+            and delivery.new_chat_id
+            and hops < (MAX_MIGRATIONS)
         ):
             hops += 1
             await self._record_migration(row, chat_id, delivery.new_chat_id)
@@ -613,6 +619,12 @@ class Sender:
     async def _record_migration(self, row: _Claimed, old: str, new: str) -> None:
         channel = self.transport.channel
         async with self.core.db.transaction() as session:
+            # A write first: on SQLite it takes the write lock before anything is read.
+            await session.execute(
+                self._mine([row.id])
+                .values(last_error=f"chat migrated from {old} to {new}")
+                .execution_options(synchronize_session=False)
+            )
             taken = await session.scalar(
                 select(ChatIdentity.id).where(
                     ChatIdentity.channel == channel,
@@ -620,20 +632,15 @@ class Sender:
                     ChatIdentity.id != row.identity_id,
                 )
             )
-            if taken is None:
-                await session.execute(
-                    update(ChatIdentity)
-                    .where(ChatIdentity.id == row.identity_id, ChatIdentity.external_id == old)
-                    .values(external_id=new)
-                    .execution_options(synchronize_session=False)
-                )
-            else:
+            if taken is not None:
                 # The new chat is already known as another identity; deliver there anyway.
                 log.warning(
                     "chat %s migrated to %s, which identity %s already has", old, new, taken
                 )
+                return
             await session.execute(
-                self._mine([row.id])
-                .values(last_error=f"chat migrated from {old} to {new}")
+                update(ChatIdentity)
+                .where(ChatIdentity.id == row.identity_id, ChatIdentity.external_id == old)
+                .values(external_id=new)
                 .execution_options(synchronize_session=False)
             )

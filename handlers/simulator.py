@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import officers, onboarding
+from bot.clock import FixedClock, SystemClock, parse_moment
 from bot.core import Core
 from bot.identity import identify
 from bot.registry import KoperasiInfo, count_koperasi, find_koperasi
@@ -54,6 +55,7 @@ class Simulator:
         self.write = write
         self.echo_input = echo_input
         self.chat: LocalChat | None = None
+        self.shown: set[tuple[int, int]] = set()
 
     def say(self, template: str, **values: Any) -> None:
         self.write(self.core.messages.render(template, **values))
@@ -83,6 +85,7 @@ class Simulator:
 
     def show(self, messages: list[SentMessage]) -> None:
         for message in messages:
+            self.shown.add((message.chat_id, message.message_id))
             self.write(f"Bot: {plain(message.text)}")
             if message.buttons:
                 numbered = [f"[{i}] {text}" for i, text in enumerate(message.button_labels, 1)]
@@ -201,7 +204,42 @@ class Simulator:
                 if not await self.choose_identity():
                     return
                 continue
-            await self._handle(line)
+            if line.split(maxsplit=1)[0] == ":waktu":
+                await self._set_time(line.partition(" ")[2])
+            else:
+                await self._handle(line)
+            self.show_proactive()
+
+    def show_proactive(self) -> None:
+        """Messages the outbox delivered to this chat since the last prompt (reminders...)."""
+        if self.chat is None:
+            return
+        new = [
+            message
+            for (chat_id, message_id), message in self.api.messages.items()
+            if chat_id == self.chat.chat_id and (chat_id, message_id) not in self.shown
+        ]
+        if new:
+            self.say("sim_proactive", count=len(new))
+            self.show(new)
+
+    async def _set_time(self, text: str) -> None:
+        """`:waktu 2026-12-05 09:00` moves the simulated clock there and runs the calendar, as
+        the scheduler would at that moment; `:waktu sekarang` goes back to the real time."""
+        from bot.app import send_due_with
+        from bot.reminders import tick
+
+        if text.strip().casefold() in ("sekarang", "now"):
+            self.core.clock = SystemClock()
+        else:
+            moment = parse_moment(text, self.core.settings.tz)
+            if moment is None:
+                self.say("sim_waktu", error=True, value=text)
+                return
+            self.core.clock = FixedClock(moment)
+        result = await tick(self.core)
+        stats = await send_due_with(self.core, self.app.bot)
+        self.say("sim_waktu", error=False, result=result, stats=stats)
 
     async def _handle(self, line: str) -> None:
         assert self.chat is not None

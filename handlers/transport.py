@@ -18,7 +18,7 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.sender import Buttons, Delivery, Outcome
+from bot.sender import ButtonRows, Delivery, Outcome
 from handlers.common import CHANNEL, keyboard
 
 # 400 answers that mean the chat is gone for good rather than that the request was wrong.
@@ -58,20 +58,20 @@ class TelegramTransport:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def deliver(self, chat_id: str, text: str, buttons: Buttons | None) -> Delivery:
+    async def deliver(self, chat_id: str, text: str, buttons: ButtonRows | None) -> Delivery:
         markup = keyboard([[(label, data) for label, data in row] for row in buttons or []])
         try:
             message = await self.bot.send_message(
                 chat_id=_chat(chat_id), text=text, parse_mode=ParseMode.HTML, reply_markup=markup
             )
         except RetryAfter as exc:
-            return Delivery(Outcome.RETRY_AFTER, retry_after=retry_after_seconds(exc), error=str(exc))
+            return Delivery(
+                Outcome.RETRY_AFTER, retry_after=retry_after_seconds(exc), error=str(exc)
+            )
         except Forbidden as exc:
             return Delivery(Outcome.UNREACHABLE, error=exc.message)
         except ChatMigrated as exc:
-            return Delivery(
-                Outcome.MIGRATED, new_chat_id=str(exc.new_chat_id), error=exc.message
-            )
+            return Delivery(Outcome.MIGRATED, new_chat_id=str(exc.new_chat_id), error=exc.message)
         except BadRequest as exc:
             # BadRequest is a NetworkError in PTB, so it is caught first.
             gone = any(marker in exc.message.lower() for marker in _GONE)

@@ -36,6 +36,8 @@ SEEDED = {"jabatan"}
 def pytest_configure(config: pytest.Config) -> None:
     # The bot reads .env from the working directory; tests must not pick up a developer's.
     os.environ.pop("TELEGRAM_BOT_TOKEN", None)
+    # As the bot runs: PTB reports RetryAfter as a timedelta (the int form is deprecated).
+    os.environ["PTB_TIMEDELTA"] = "1"
 
 
 async def _pg_admin(sql: str) -> None:

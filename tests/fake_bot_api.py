@@ -76,9 +76,8 @@ class Call:
         return None if chat is None else str(chat)
 
     @property
-    def text(self) -> str | None:
-        text = self.params.get("text")
-        return None if text is None else str(text)
+    def text(self) -> str:
+        return str(self.params.get("text", ""))
 
     @property
     def delivered(self) -> bool:
@@ -91,7 +90,7 @@ class Fault:
     chat_id: str | None = None
     call: int | None = None
     times: int | None = 1  # None: every matching call
-    retry_after: float = 1
+    retry_after: int = 1
     migrate_to: int | None = None
     delay: float = 1.0
     description: str | None = None
@@ -131,7 +130,9 @@ class FakeBotAPI(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> FakeBotAPI:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -162,7 +163,7 @@ class FakeBotAPI(ThreadingHTTPServer):
         chat_id: int | str | None = None,
         call: int | None = None,
         times: int | None = 1,
-        retry_after: float = 1,
+        retry_after: int = 1,
         migrate_to: int | None = None,
         delay: float = 1.0,
         description: str | None = None,
@@ -207,7 +208,7 @@ class FakeBotAPI(ThreadingHTTPServer):
         return [call for call in self.attempts if call.delivered]
 
     def sent_to(self, chat_id: int | str) -> list[str]:
-        return [call.text or "" for call in self.sent if call.chat_id == str(chat_id)]
+        return [call.text for call in self.sent if call.chat_id == str(chat_id)]
 
     def methods(self) -> list[str]:
         with self._lock:
@@ -221,9 +222,7 @@ class FakeBotAPI(ThreadingHTTPServer):
             fault = None
             if method == "sendMessage":
                 call.number = next(self._send_numbers)
-                fault = next(
-                    (f for f in self.faults if f.matches(call.chat_id, call.number)), None
-                )
+                fault = next((f for f in self.faults if f.matches(call.chat_id, call.number)), None)
                 if fault is not None:
                     fault.used += 1
                     call.answer = fault.kind
@@ -247,7 +246,7 @@ def _error(code: int, description: str, **parameters: Any) -> tuple[int, dict[st
 def _fault_answer(fault: Fault) -> tuple[int, dict[str, Any]]:
     kind = fault.kind
     if kind == "retry_after":
-        seconds = int(fault.retry_after) if fault.retry_after == int(fault.retry_after) else 1
+        seconds = fault.retry_after
         return _error(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
     if kind == "blocked":
         return _error(403, "Forbidden: bot was blocked by the user")
@@ -259,7 +258,7 @@ def _fault_answer(fault: Fault) -> tuple[int, dict[str, Any]]:
         return _error(
             400,
             fault.description
-            or "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0",
+            or 'Bad Request: can\'t parse entities: Unsupported start tag "x" at byte offset 0',
         )
     if kind == "migrate":
         return _error(
@@ -358,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
             offset = int(params.get("offset") or 0)
             updates = self.server._pending_updates(offset)
             if not updates:
-                time.sleep(min(self.server.poll_wait, float(params.get("timeout") or 0) or 1))
+                time.sleep(self.server.poll_wait)
             return updates
         if method == "sendMessage":
             return _message(call)

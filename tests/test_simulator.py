@@ -69,3 +69,36 @@ async def test_script_as_officer_and_switching_roles(
     async with core.db.sessions() as session:
         officer = await session.scalar(select(Officer))
     assert officer is not None
+
+
+async def test_moving_the_clock_delivers_the_opening_notice_and_its_button_works(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    assert cli("init", "--sample", env=cli_env, cwd=tmp_path).returncode == 0
+    script = "\n".join(
+        [
+            "1",
+            "cipare",
+            "",
+            "Ani",
+            ":waktu 2026-12-01 06:00",  # outside sending hours: nothing yet
+            ":waktu 2026-12-01 09:00",
+            "1",  # press the button under the notice
+            ":waktu 2026-12-01 09:30",  # nothing new: the opening went out once
+            ":waktu besok",
+            ":keluar",
+        ]
+    )
+    result = cli("run", env=cli_env, cwd=tmp_path, stdin=script + "\n")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "pukul 06.00 WIB. Di luar jam kirim" in out
+    assert "pukul 09.00 WIB. Pemberitahuan baru: 1 pesan; terkirim 1." in out
+    assert out.count("--- 1 pesan otomatis masuk ---") == 1
+    assert "Laporan bulan November 2026 untuk Koperasi Kelurahan Merah Putih Cipare" in out
+    assert "Anda: [Isi laporan November 2026]" in out
+    assert "Bagaimana status usaha koperasi pada bulan November 2026?" in out
+    assert "pukul 09.30 WIB. Pemberitahuan baru: 0 pesan" in out
+    assert 'Waktu "besok" tidak dapat dibaca' in out
+    assert "apscheduler" not in result.stderr

@@ -4,9 +4,11 @@ which day, never twice, within sending hours, and caught up once after downtime.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,9 @@ from bot.core import Core
 from bot.periods import Period
 from handlers.local_api import LocalChat
 from storage.models import LedgerEntry, OutboxMessage, OutboxStatus, Person
+from tests.bot.test_cli import cli
 from tests.conftest import WIB, Chats
+from tests.fake_bot_api import TOKEN, FakeBotAPI
 from tests.handlers.test_report import play_to_review
 
 SUKAWANA_CURUG = "36.73.04.1007"
@@ -304,3 +308,82 @@ async def test_jadwal_shows_the_calendar_and_the_status(
 
     (refused,) = await chats.user("Asing", None).send("/jadwal")
     assert "hanya untuk pengurus koperasi dan petugas" in refused.text
+
+
+async def test_the_running_bot_catches_up_at_start_and_sends_through_the_outbox(
+    app: Any, api: Any, clock: FixedClock, month: dict[str, LocalChat]
+) -> None:
+    """The real wiring: PTB's JobQueue (APScheduler) runs the start-up tick, the sender task
+    delivers the reminders over the Bot API, and the next exact wake-up is armed."""
+    from bot.app import CALENDAR_HOURLY, CALENDAR_NEXT, start_background, stop_background
+
+    clock.set(wib(5, 10))
+    calls_before = len(api.calls)
+    await app.start()
+    try:
+        start_background(app)
+        for _ in range(100):
+            sent = [c for c in api.calls[calls_before:] if c.method == "sendMessage"]
+            if len(sent) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # nothing more arrives
+        jobs = {job.name: job for job in app.job_queue.jobs()}
+    finally:
+        await app.stop()
+        await stop_background(app)
+
+    sent = [c for c in api.calls[calls_before:] if c.method == "sendMessage"]
+    receivers = sorted(int(c.params["chat_id"]) for c in sent)
+    expected = sorted(month[name].chat_id for name in ("siti", "budi", "ani"))
+    assert receivers == expected
+    assert all("belum kami terima" in c.params["text"] for c in sent)
+    assert jobs[CALENDAR_NEXT].next_t == wib(8, 9)
+    assert CALENDAR_HOURLY in jobs
+    async with app.bot_data["core"].db.sessions() as session:
+        statuses = (await session.scalars(select(OutboxMessage.status))).all()
+    assert statuses == [OutboxStatus.SENT] * 3
+
+
+async def test_operators_see_and_drive_the_calendar_from_the_command_line(
+    cli_env: dict[str, str], tmp_path: Path, month: dict[str, LocalChat]
+) -> None:
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return cli(*args, env=env or cli_env, cwd=tmp_path)
+
+    shown = run("schedule", "--at", "2026-11-30T12:00")
+    assert shown.returncode == 0, shown.stderr
+    assert "Selasa, 1 Desember 2026 09.00 WIB  Laporan November 2026 dibuka" in shown.stdout
+    assert "Sabtu, 5 Desember 2026 09.00 WIB  Pengingat ke-1 laporan November 2026" in shown.stdout
+    assert "Jumat, 11 Desember 2026 09.00 WIB  Rekap tunggakan November 2026" in shown.stdout
+
+    queued_run = run("tick", "--at", "2026-12-05T09:00", "--no-send")
+    assert queued_run.returncode == 0, queued_run.stderr
+    assert "Pengingat ke-1 laporan November 2026: 2 koperasi baru, 3 pesan diantrekan." in (
+        queued_run.stdout
+    )
+    again = run("tick", "--at", "2026-12-05T09:10", "--no-send")
+    assert "Pengingat ke-1 laporan November 2026: 0 koperasi baru, 0 pesan diantrekan." in (
+        again.stdout
+    )
+    night = run("tick", "--at", "2026-12-05T22:00")
+    assert "Di luar jam kirim" in night.stdout
+
+    state = run("schedule", "--at", "2026-12-05T10:00")
+    assert "sudah diputuskan untuk 2 koperasi" in state.stdout
+    assert "Antrean pesan: 3 menunggu, 0 terkirim" in state.stdout
+
+    with FakeBotAPI() as telegram:
+        env = {**cli_env, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url}
+        sent = run("tick", "--at", "2026-12-08T09:00", env=env)
+        assert sent.returncode == 0, sent.stderr
+        assert "Pengingat ke-2 laporan November 2026: 2 koperasi baru, 3 pesan diantrekan." in (
+            sent.stdout
+        )
+        assert "Terkirim 6, dicoba lagi nanti 0" in sent.stdout
+        receivers = Counter(int(c.chat_id or 0) for c in telegram.sent)
+    assert receivers == {month[name].chat_id: 2 for name in ("siti", "budi", "ani")}
+
+    bad = run("tick", "--at", "besok pagi")
+    assert bad.returncode == 2
+    assert 'Waktu "besok pagi" tidak dapat dibaca' in bad.stderr
