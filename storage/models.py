@@ -371,3 +371,119 @@ class LedgerEntry(Base):
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officer.id", ondelete="CASCADE"))
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     decided_at: Mapped[datetime]
+
+
+class RsvpAnswer(enum.StrEnum):
+    HADIR = "hadir"
+    DIWAKILKAN = "diwakilkan"
+    BERHALANGAN = "berhalangan"
+
+
+class Summons(Base):
+    """An official invitation (surat undangan) from the city to a set of cooperatives.
+
+    `version` grows with every change of time or place; answers given to an older version of
+    the time are asked again.
+    """
+
+    __tablename__ = "summons"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nomor: Mapped[str] = mapped_column(String(80))
+    sifat: Mapped[str] = mapped_column(String(30))
+    hal: Mapped[str] = mapped_column(String(300))
+    starts_at: Mapped[datetime] = mapped_column(index=True)
+    tempat: Mapped[str] = mapped_column(String(300))
+    acara: Mapped[str] = mapped_column(Text)
+    narahubung: Mapped[str] = mapped_column(String(200))
+    penandatangan: Mapped[str] = mapped_column(String(200))
+    # How the target was chosen, for the officer's view: {"kind": ..., ...}.
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officer.id", ondelete="SET NULL"))
+    created_by_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="SET NULL")
+    )
+    # The officer's scope when it was sent: NULL for the whole city.
+    kecamatan_id: Mapped[int | None] = mapped_column(ForeignKey("kecamatan.id"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    time_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+    koperasi: Mapped[list[SummonsKoperasi]] = relationship(
+        back_populates="summons", cascade="all, delete-orphan"
+    )
+
+
+class SummonsKoperasi(Base):
+    """A cooperative a summons was addressed to."""
+
+    __tablename__ = "summons_koperasi"
+    __table_args__ = (UniqueConstraint("summons_id", "koperasi_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    summons_id: Mapped[int] = mapped_column(ForeignKey("summons.id", ondelete="CASCADE"))
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    # How many people it was queued for when sent (0: nobody linked, or all unreachable).
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+    summons: Mapped[Summons] = relationship(back_populates="koperasi")
+    koperasi: Mapped[Koperasi] = relationship()
+
+
+class Rsvp(Base):
+    """One person's latest answer to a summons; the audit log keeps the earlier ones."""
+
+    __tablename__ = "summons_rsvp"
+    __table_args__ = (UniqueConstraint("summons_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    summons_id: Mapped[int] = mapped_column(ForeignKey("summons.id", ondelete="CASCADE"))
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"))
+    answer: Mapped[RsvpAnswer] = mapped_column(
+        Enum(
+            RsvpAnswer,
+            native_enum=False,
+            length=12,
+            values_callable=lambda e: [m.value for m in e],
+        )
+    )
+    delegate_nama: Mapped[str | None] = mapped_column(String(200))
+    delegate_jabatan: Mapped[str | None] = mapped_column(String(200))
+    alasan: Mapped[str | None] = mapped_column(Text)
+    # The summons' time_version the answer was given for; older means "asked again".
+    time_version: Mapped[int] = mapped_column(Integer, default=1)
+    answered_at: Mapped[datetime]
+
+
+class SummonsDraft(Base):
+    """A summons being composed (or a change being prepared) by an officer, step by step."""
+
+    __tablename__ = "summons_draft"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
+    # Set when the draft changes an existing summons instead of composing a new one.
+    summons_id: Mapped[int | None] = mapped_column(ForeignKey("summons.id", ondelete="CASCADE"))
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    step: Mapped[str | None] = mapped_column(String(40))
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ChatPrompt(Base):
+    """A question the bot asked outside a form, waiting for the person's typed answer
+    (e.g. the delegate's name after "Diwakilkan")."""
+
+    __tablename__ = "chat_prompt"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    ref_id: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[str | None] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
