@@ -13,10 +13,11 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 from bot.core import Core
+from bot.panggil import PanggilService
 from bot.reminders import next_wakeup, tick
 from bot.reports import ReportService
 from bot.sender import Sender, SendStats
-from handlers import fallback, onboarding, report, schedule
+from handlers import fallback, onboarding, panggil, report, router, schedule
 from handlers.common import reply
 from handlers.transport import TelegramTransport
 
@@ -35,6 +36,9 @@ def register_handlers(app: App) -> None:
     app.add_handlers(onboarding.build_handlers(), group=0)
     app.add_handlers(report.build_handlers(), group=0)
     app.add_handlers(schedule.build_handlers(), group=0)
+    app.add_handlers(panggil.build_handlers(), group=0)
+    # Typed answers and /batal go to whatever waits for them (see handlers/router.py).
+    app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
     app.add_error_handler(on_error)
 
@@ -155,6 +159,7 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
     app = builder.build()
     app.bot_data["core"] = core
     app.bot_data["reports"] = ReportService(core)
+    app.bot_data["panggil"] = PanggilService(core)
     register_handlers(app)
     return app
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     outbox_per_chat_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     outbox_max_attempts: int = Field(default=5, ge=1, le=50)
     run_scheduler: bool = True
+    # Who signs the city's summons (the letter's closing).
+    summons_signer: str = "Wali Kota Serang"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("telegram_bot_token", mode="before")

@@ -9,6 +9,7 @@ from telegram.ext import ContextTypes, filters
 
 from bot.core import Core
 from bot.identity import Actor, identify
+from bot.replies import Reply
 from bot.text import split_message
 
 CHANNEL = "telegram"
@@ -83,3 +84,32 @@ async def edit(
     assert query is not None
     text = core_of(context).messages.render(template, **values)
     await query.edit_message_text(text=split_message(text)[0], reply_markup=keyboard(buttons))
+
+
+async def show_replies(
+    update: Update, context: Context, replies: list[Reply], prefix: str = ""
+) -> None:
+    """Send the core's replies: edits in place for pressed buttons, pop-ups for alerts. Button
+    actions get the feature's callback `prefix`."""
+    chat = update.effective_chat
+    assert chat is not None
+    query = update.callback_query
+    answered = False
+    for item in replies:
+        markup = keyboard(
+            [[(text, prefix + action) for text, action in row] for row in item.buttons]
+        )
+        if item.alert and query is not None:
+            await query.answer(item.text, show_alert=True)
+            answered = True
+            continue
+        if item.replace and query is not None and query.message is not None:
+            await query.edit_message_text(split_message(item.text)[0], reply_markup=markup)
+            continue
+        parts = split_message(item.text)
+        for index, part in enumerate(parts):
+            await context.bot.send_message(
+                chat.id, part, reply_markup=markup if index == len(parts) - 1 else None
+            )
+    if query is not None and not answered:
+        await query.answer()

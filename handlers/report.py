@@ -7,68 +7,28 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, Mess
 
 from bot.replies import Reply
 from bot.reports import ReportService
-from bot.text import split_message
 from handlers import fallback
-from handlers.common import PRIVATE, Context, actor_of, keyboard
+from handlers.common import PRIVATE, Context, actor_of, show_replies
 
 CALLBACK_PREFIX = "r:"
 # Reminders carry this button data (see bot/reminders.py).
 START_PREFIX = "lapor:"
 
 
-def _service(context: Context) -> ReportService:
+def service(context: Context) -> ReportService:
     service = context.application.bot_data["reports"]
     assert isinstance(service, ReportService)
     return service
 
 
 async def show(update: Update, context: Context, replies: list[Reply]) -> None:
-    """Send the core's replies: edits in place for pressed buttons, pop-ups for alerts."""
-    chat = update.effective_chat
-    assert chat is not None
-    query = update.callback_query
-    answered = False
-    for reply in replies:
-        markup = keyboard(
-            [[(label, CALLBACK_PREFIX + action) for label, action in row] for row in reply.buttons]
-        )
-        if reply.alert and query is not None:
-            await query.answer(reply.text, show_alert=True)
-            answered = True
-            continue
-        if reply.replace and query is not None and query.message is not None:
-            await query.edit_message_text(split_message(reply.text)[0], reply_markup=markup)
-            continue
-        parts = split_message(reply.text)
-        for index, part in enumerate(parts):
-            await context.bot.send_message(
-                chat.id, part, reply_markup=markup if index == len(parts) - 1 else None
-            )
-    if query is not None and not answered:
-        await query.answer()
+    await show_replies(update, context, replies, CALLBACK_PREFIX)
 
 
 async def lapor(update: Update, context: Context) -> None:
     actor = await actor_of(update, context)
     text = " ".join(context.args or []) or None
-    await show(update, context, await _service(context).start(actor, text))
-
-
-async def batal(update: Update, context: Context) -> None:
-    actor = await actor_of(update, context)
-    await show(update, context, await _service(context).cancel(actor))
-
-
-async def text_answer(update: Update, context: Context) -> None:
-    message = update.effective_message
-    assert message is not None
-    assert message.text is not None
-    actor = await actor_of(update, context)
-    replies = await _service(context).on_text(actor, message.text, message.message_id)
-    if replies is None:
-        await fallback.stray_text(update, context)
-        return
-    await show(update, context, replies)
+    await show(update, context, await service(context).start(actor, text))
 
 
 async def photo_answer(update: Update, context: Context) -> None:
@@ -76,7 +36,7 @@ async def photo_answer(update: Update, context: Context) -> None:
     assert message is not None
     actor = await actor_of(update, context)
     photo = message.photo[-1]  # the largest size
-    replies = await _service(context).on_photo(actor, photo.file_id, message.message_id)
+    replies = await service(context).on_photo(actor, photo.file_id, message.message_id)
     if replies is None:
         await fallback.unsupported(update, context)
         return
@@ -92,7 +52,7 @@ async def button(update: Update, context: Context) -> None:
         await fallback.stale_button(update, context)
         return
     actor = await actor_of(update, context)
-    await show(update, context, await _service(context).on_action(actor, int(draft), action))
+    await show(update, context, await service(context).on_action(actor, int(draft), action))
 
 
 async def start_button(update: Update, context: Context) -> None:
@@ -101,15 +61,13 @@ async def start_button(update: Update, context: Context) -> None:
     assert query is not None
     period = (query.data or "").removeprefix(START_PREFIX)
     actor = await actor_of(update, context)
-    await show(update, context, await _service(context).start(actor, period))
+    await show(update, context, await service(context).start(actor, period))
 
 
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:
     return [
         CommandHandler("lapor", lapor, filters=PRIVATE),
-        CommandHandler("batal", batal, filters=PRIVATE),
         CallbackQueryHandler(button, pattern=r"^r:"),
         CallbackQueryHandler(start_button, pattern=r"^lapor:\d{4}-\d{2}$"),
-        MessageHandler(PRIVATE & filters.TEXT & ~filters.COMMAND, text_answer),
         MessageHandler(PRIVATE & filters.PHOTO, photo_answer),
     ]
