@@ -83,7 +83,9 @@ async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Decide what is due now, wake the sender, and arm the next exact wake-up."""
     core: Core = context.bot_data["core"]
     result = await tick(core)
-    if result.messages:
+    reports: ReportService = context.bot_data["reports"]
+    expired = await reports.expire_drafts()
+    if result.messages or expired:
         sender: Sender = context.bot_data["sender"]
         sender.wake()
     if result.notices or result.outside_window:

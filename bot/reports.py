@@ -30,11 +30,19 @@ from bot.forms import (
 )
 from bot.identity import Actor
 from bot.laporan import MONTHLY_REPORT
-from bot.outbox import cancel_topic
+from bot.outbox import Outgoing, cancel_topic, enqueue
 from bot.periods import Period, default_period, open_periods, parse_period
 from bot.replies import Buttons, Reply
 from messages import Messages, rupiah
-from storage.models import Kelurahan, Koperasi, Report, ReportDraft, ReportRevision, RoleLevel
+from storage.models import (
+    ChatIdentity,
+    Kelurahan,
+    Koperasi,
+    Report,
+    ReportDraft,
+    ReportRevision,
+    RoleLevel,
+)
 
 _ATTEMPTS = 3
 
@@ -180,16 +188,43 @@ class ReportService:
                 return [self._reply("batal_kosong")]
             return self._cancel_buttons(draft)
 
-    async def expire_drafts(self) -> list[tuple[int, str]]:
-        """Delete drafts untouched for DRAFT_TTL_DAYS; returns (person id, period) of each."""
-        cutoff = self.core.clock.now() - timedelta(days=self.core.settings.draft_ttl_days)
+    async def expire_drafts(self) -> int:
+        """Delete drafts untouched for DRAFT_TTL_DAYS and tell their owners (through the
+        outbox, in the same transaction); returns how many were deleted."""
+        now = self.core.clock.now()
+        cutoff = now - timedelta(days=self.core.settings.draft_ttl_days)
         async with self.core.db.transaction() as session:
             stale = (
                 await session.scalars(select(ReportDraft).where(ReportDraft.updated_at < cutoff))
             ).all()
+            identities = (
+                await session.execute(
+                    select(ChatIdentity.person_id, ChatIdentity.id).where(
+                        ChatIdentity.person_id.in_([d.person_id for d in stale]),
+                        ChatIdentity.unreachable_at.is_(None),
+                    )
+                )
+            ).all()
+            items = [
+                Outgoing(
+                    dedupe_key=f"draft_expired:{draft.id}:{draft.started_at.isoformat()}:i{ident}",
+                    kind="draft_expired",
+                    chat_identity_id=ident,
+                    person_id=draft.person_id,
+                    text=self.m.render(
+                        "draf_kedaluwarsa",
+                        periode=self._name(draft.period),
+                        hari=self.core.settings.draft_ttl_days,
+                    ),
+                )
+                for draft in stale
+                for person_id, ident in identities
+                if person_id == draft.person_id
+            ]
+            await enqueue(session, items, now)
             for draft in stale:
                 await session.delete(draft)
-            return [(d.person_id, d.period) for d in stale]
+            return len(stale)
 
     # The step machinery ------------------------------------------------------------------------
     async def _step(

@@ -372,6 +372,27 @@ async def test_batal_asks_then_discards_and_stale_drafts_expire(
     assert await draft_of(registry_loaded, chat) is None
 
 
+async def test_a_stale_draft_is_deleted_with_a_notice_through_the_outbox(
+    registry_loaded: Core, chats: Chats, clock, app
+) -> None:
+    from bot.app import send_due_with
+
+    chat = await linked(registry_loaded, chats)
+    await chat.send("/lapor")
+    await chat.press("Persiapan")
+    service = app.bot_data["reports"]
+    assert await service.expire_drafts() == 0
+    clock.set(clock.now() + timedelta(days=registry_loaded.settings.draft_ttl_days, minutes=1))
+    assert await service.expire_drafts() == 1
+    assert await service.expire_drafts() == 0
+    assert await draft_of(registry_loaded, chat) is None
+    stats = await send_due_with(registry_loaded, app.bot)
+    assert stats.sent == 1
+    last = chat.last_message()
+    assert last is not None
+    assert "Draf laporan bulan Oktober 2026 tidak dilanjutkan selama 14 hari" in last.text
+
+
 async def test_choosing_another_open_month_and_refusing_closed_ones(
     registry_loaded: Core, chats: Chats
 ) -> None:
