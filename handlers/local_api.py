@@ -38,6 +38,8 @@ class SentMessage:
     text: str
     buttons: list[list[dict[str, Any]]] = field(default_factory=list)
     kind: str = "text"
+    # An uploaded photo or document: (file name, bytes), as Telegram would have received it.
+    file: tuple[str, bytes] | None = None
 
     @property
     def button_labels(self) -> list[str]:
@@ -63,6 +65,15 @@ def _params(request_data: RequestData | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[name] = value
     return params
+
+
+def _files(request_data: RequestData) -> dict[str, tuple[str, bytes]]:
+    files: dict[str, tuple[str, bytes]] = {}
+    for name, value in request_data.multipart_data.items():
+        filename, content = value[0], value[1]
+        data = content if isinstance(content, bytes) else content.read()
+        files[name] = (str(filename), bytes(data))
+    return files
 
 
 class LocalBotAPI(BaseRequest):
@@ -101,6 +112,8 @@ class LocalBotAPI(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = _params(request_data)
+        if request_data is not None and request_data.contains_files:
+            params["_files"] = _files(request_data)
         call = ApiCall(api_method, params)
         self.calls.append(call)
         handler = getattr(self, f"_api_{api_method}", None)
@@ -148,12 +161,14 @@ class LocalBotAPI(BaseRequest):
 
     def _store(self, params: dict[str, Any], text: str, kind: str) -> dict[str, Any]:
         markup = params.get("reply_markup") or {}
+        files = params.get("_files") or {}
         message = SentMessage(
             chat_id=int(params["chat_id"]),
             message_id=next(self._message_ids),
             text=text,
             buttons=markup.get("inline_keyboard", []),
             kind=kind,
+            file=next(iter(files.values()), None),
         )
         self.messages[(message.chat_id, message.message_id)] = message
         return self._message_json(message)
