@@ -14,10 +14,10 @@ from telegram.request import BaseRequest
 
 from bot.core import Core
 from bot.panggil import PanggilService
-from bot.reminders import next_wakeup, tick
+from bot.reminders import next_wake, tick
 from bot.reports import ReportService
 from bot.sender import Sender, SendStats
-from handlers import fallback, onboarding, panggil, report, router, schedule
+from handlers import fallback, onboarding, panggil, report, router, schedule, undangan
 from handlers.common import reply
 from handlers.transport import TelegramTransport
 
@@ -37,6 +37,7 @@ def register_handlers(app: App) -> None:
     app.add_handlers(report.build_handlers(), group=0)
     app.add_handlers(schedule.build_handlers(), group=0)
     app.add_handlers(panggil.build_handlers(), group=0)
+    app.add_handlers(undangan.build_handlers(), group=0)
     # Typed answers and /batal go to whatever waits for them (see handlers/router.py).
     app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
@@ -102,9 +103,7 @@ async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     for job in jobs.get_jobs_by_name(CALENDAR_NEXT):
         if job is not context.job:
             job.schedule_removal()
-    jobs.run_once(
-        calendar_job, when=next_wakeup(core.settings, core.clock.now()), name=CALENDAR_NEXT
-    )
+    jobs.run_once(calendar_job, when=await next_wake(core, core.clock.now()), name=CALENDAR_NEXT)
 
 
 async def stop_background(app: App) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import rsvp
 from bot.config import Settings
 from bot.core import Core
 from bot.identity import Actor
@@ -147,10 +148,12 @@ class TickResult:
     at: datetime
     outside_window: bool = False
     notices: list[NoticeResult] = field(default_factory=list)
+    # Summons reminders (H-1, H-0) queued by this tick.
+    summons: int = 0
 
     @property
     def messages(self) -> int:
-        return sum(n.messages for n in self.notices)
+        return sum(n.messages for n in self.notices) + self.summons
 
 
 async def tick(core: Core, at: datetime | None = None) -> TickResult:
@@ -166,7 +169,17 @@ async def tick(core: Core, at: datetime | None = None) -> TickResult:
             result.notices.append(await _digest(core, notice, at))
         else:
             result.notices.append(await _board_notice(core, notice, at))
+    result.summons = await rsvp.remind(core, at)
     return result
+
+
+async def next_wake(core: Core, at: datetime) -> datetime:
+    """When the scheduler should tick next: the next calendar notice or summons reminder."""
+    candidates = [next_wakeup(core.settings, at)]
+    summons = await rsvp.next_reminder_at(core, at)
+    if summons is not None:
+        candidates.append(summons)
+    return min(candidates)
 
 
 # Board notices ------------------------------------------------------------------------------

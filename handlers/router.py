@@ -1,7 +1,7 @@
 """Typed text and /batal, routed to whatever is waiting for this person's answer.
 
-Order: a question asked outside a form (e.g. a delegate's name), then a summons being composed,
-then the monthly report; what nobody claims goes to the fallback.
+Order: a question asked outside a form (a delegate's name, a cancellation reason), then a
+summons being composed, then the monthly report; what nobody claims goes to the fallback.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import BaseHandler, CommandHandler, MessageHandler, filters
 
-from handlers import fallback, panggil, report
+from handlers import fallback, panggil, report, undangan
 from handlers.common import PRIVATE, Context, actor_of, show_replies
 
 
@@ -17,6 +17,8 @@ async def text_answer(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None
     assert message.text is not None
+    if await undangan.answer_text(update, context):
+        return
     actor = await actor_of(update, context)
     composed = await panggil.service(context).on_text(actor, message.text)
     if composed is not None:
@@ -30,6 +32,8 @@ async def text_answer(update: Update, context: Context) -> None:
 
 
 async def batal(update: Update, context: Context) -> None:
+    if await undangan.cancel(update, context):
+        return
     actor = await actor_of(update, context)
     composed = await panggil.service(context).cancel(actor)
     if composed is not None:
