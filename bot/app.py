@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, Update
+from telegram import Bot, BotCommandScopeAllPrivateChats, Update
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
@@ -18,7 +18,7 @@ from bot.reminders import next_wake, tick
 from bot.reports import ReportService
 from bot.sender import Sender, SendStats
 from handlers import fallback, onboarding, panggil, report, router, schedule, undangan
-from handlers.common import reply
+from handlers.common import command_menu, reply
 from handlers.transport import TelegramTransport
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ def register_handlers(app: App) -> None:
     app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
     app.add_error_handler(on_error)
-
-
-def command_menu(core: Core) -> list[BotCommand]:
-    lines = core.messages.render("commands").splitlines()
-    return [BotCommand(*line.split(" ", 1)) for line in lines if line.strip()]
 
 
 async def post_init(app: App) -> None:

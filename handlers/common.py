@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram.ext import ContextTypes, filters
 
 from bot.core import Core
@@ -38,6 +38,12 @@ async def actor_of(update: Update, context: Context) -> Actor:
     assert user is not None
     async with core_of(context).db.sessions() as session:
         return await identify(session, CHANNEL, str(user.id))
+
+
+def command_menu(core: Core, template: str = "commands") -> list[BotCommand]:
+    """The command menu from a template: one "command description" per line."""
+    lines = core.messages.render(template).splitlines()
+    return [BotCommand(*line.split(" ", 1)) for line in lines if line.strip()]
 
 
 def keyboard(buttons: Buttons | None) -> InlineKeyboardMarkup | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import BotCommandScopeChat, Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot import onboarding
@@ -12,6 +12,7 @@ from handlers.common import (
     PRIVATE,
     Context,
     actor_of,
+    command_menu,
     core_of,
     display_name,
     edit,
@@ -44,6 +45,13 @@ async def greet(update: Update, context: Context, actor: Actor, template: str) -
             nama=actor.nama,
             kecamatan=actor.officer.kecamatan,
             can_broadcast=actor.officer.can_broadcast,
+        )
+        # Officers get their own command menu in their chat (board members keep the default).
+        chat = update.effective_chat
+        assert chat is not None
+        await context.bot.set_my_commands(
+            command_menu(core_of(context), "commands_officer"),
+            scope=BotCommandScopeChat(chat.id),
         )
 
 

@@ -299,3 +299,22 @@ async def test_command_menu_is_set_in_indonesian(app, api) -> None:
     assert set(commands) == {"start", "bantuan", "keluar", "lapor", "batal", "jadwal"}
     assert commands["bantuan"] == "Apa saja yang dapat dilakukan"
     assert call.params["scope"] == {"type": "all_private_chats"}
+
+
+async def test_officers_get_their_own_command_menu(registry_loaded: Core, chats: Chats, api) -> None:
+    from bot import officers
+
+    chat = chats.user("Rina", None)
+    await officers.add_officer(
+        registry_loaded,
+        telegram_id=str(chat.user.user_id),
+        nama="Rina",
+        kecamatan=None,
+        can_broadcast=True,
+        actor="t",
+    )
+    await chat.send("/start")
+    call = next(c for c in reversed(api.calls) if c.method == "setMyCommands")
+    assert call.params["scope"] == {"type": "chat", "chat_id": chat.chat_id}
+    commands = [c["command"] for c in call.params["commands"]]
+    assert {"rekap", "panggil", "undangan", "jadwal"} <= set(commands)

@@ -52,6 +52,7 @@ async def test_a_summons_to_two_kecamatan_reaches_their_boards(
     core = registry_loaded
     clock.set(wib(1, 10))
     siti = await link(core, chats, SUKAWANA_CURUG, "Siti")  # Kec. Curug
+    budi = await link(core, chats, SUKAWANA_CURUG, "Budi", role="ketua")
     ani = await link(core, chats, CIPARE, "Ani")  # Kec. Serang
     other = await link(core, chats, KASEMEN, "Kasim")  # Kec. Kasemen: not invited
     rina = await broadcaster(core, chats)
@@ -74,16 +75,16 @@ async def test_a_summons_to_two_kecamatan_reaches_their_boards(
     assert "Mengingat pentingnya acara tersebut, dimohon hadir tepat waktu." in shown
     assert "<b>Wali Kota Serang</b>" in shown
     assert "Sasaran: 2 kecamatan terpilih." in shown
-    assert "Akan dikirim ke <b>2</b> koperasi (2 orang pengurus)." in shown
+    assert "Akan dikirim ke <b>2</b> koperasi (3 orang pengurus)." in shown
     assert "Tidak dapat dihubungi (" in shown  # the other cooperatives of Curug and Serang
     assert preview[-1].button_labels == ["Kirim", "Ubah", "Batal"]
 
     sent = await rina.press("Kirim")
-    assert "sedang dikirim ke 2 koperasi (2 orang pengurus)" in texts(sent)
+    assert "sedang dikirim ke 2 koperasi (3 orang pengurus)" in texts(sent)
     stats = await send_due_with(core, rina.app.bot)
-    assert stats.sent == 2
+    assert stats.sent == 3
 
-    for chat in (siti, ani):
+    for chat in (siti, budi, ani):
         letter = chat.last_with_buttons()
         assert letter is not None
         assert "Yth. Ketua/Pengurus KMP Kelurahan" in letter.text
@@ -97,6 +98,22 @@ async def test_a_summons_to_two_kecamatan_reaches_their_boards(
     assert summons.nomor == f"{summons.id:03d}/UND-KMP/XII/2026"
     assert addressed > 2  # every cooperative of both kecamatan, reachable or not
     assert drafts == 0
+
+    # Each of the three answers, then the officer's view.
+    await siti.press("Hadir")
+    await ani.press("Diwakilkan")
+    await ani.send("Ahmad Fauzi")
+    await ani.send("Sekretaris")
+    await budi.press("Berhalangan")
+    await budi.send("Sedang dinas luar kota")
+    (listing,) = await rina.send("/undangan")
+    assert "Terwakili: <b>2</b> dari" in listing.text
+    (view,) = await rina.press(0, listing)
+    assert "✅ Siti (Bendahara): hadir" in view.text
+    assert "👥 Ani (Bendahara): diwakilkan kepada Ahmad Fauzi (Sekretaris)" in view.text
+    assert "❌ Budi (Ketua): berhalangan — Sedang dinas luar kota" in view.text
+    assert "• <b>Cipare</b> — ✅ terwakili" in view.text
+    assert "• <b>Sukawana</b> — ✅ terwakili" in view.text
 
 
 async def test_bad_dates_past_dates_and_empty_targets_are_refused(
