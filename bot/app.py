@@ -17,7 +17,16 @@ from bot.panggil import PanggilService
 from bot.reminders import next_wake, tick
 from bot.reports import ReportService
 from bot.sender import Sender, SendStats
-from handlers import fallback, onboarding, panggil, report, router, schedule, undangan
+from handlers import (
+    fallback,
+    onboarding,
+    panggil,
+    rekap,
+    report,
+    router,
+    schedule,
+    undangan,
+)
 from handlers.common import command_menu, reply
 from handlers.transport import TelegramTransport
 
@@ -38,6 +47,7 @@ def register_handlers(app: App) -> None:
     app.add_handlers(schedule.build_handlers(), group=0)
     app.add_handlers(panggil.build_handlers(), group=0)
     app.add_handlers(undangan.build_handlers(), group=0)
+    app.add_handlers(rekap.build_handlers(), group=0)
     # Typed answers and /batal go to whatever waits for them (see handlers/router.py).
     app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)

@@ -1,0 +1,46 @@
+"""/rekap in Telegram: an officer's monthly recap, and its charts behind "k:chart:..." buttons."""
+
+from __future__ import annotations
+
+import asyncio
+
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
+
+from bot.rekap import Chart, chart_view, recap_view
+from handlers.common import PRIVATE, Context, actor_of, core_of, show_replies
+
+CALLBACK_PREFIX = "k:"
+
+
+async def rekap(update: Update, context: Context) -> None:
+    actor = await actor_of(update, context)
+    text = " ".join(context.args or []) or None
+    replies = await recap_view(core_of(context), actor, text)
+    await show_replies(update, context, replies, CALLBACK_PREFIX)
+
+
+async def chart_button(update: Update, context: Context) -> None:
+    query = update.callback_query
+    chat = update.effective_chat
+    assert query is not None
+    assert chat is not None
+    actor = await actor_of(update, context)
+    action = (query.data or "").removeprefix(CALLBACK_PREFIX)
+    found = await chart_view(core_of(context), actor, action)
+    if not isinstance(found, Chart):
+        await show_replies(update, context, [found], CALLBACK_PREFIX)
+        return
+    # Stop the button's spinner now: drawing takes a second or two.
+    await query.answer()
+    await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_PHOTO)
+    png = await asyncio.to_thread(found.render)
+    await context.bot.send_photo(chat.id, photo=png, filename=found.filename, caption=found.caption)
+
+
+def build_handlers() -> list[BaseHandler[Update, Context, None]]:
+    return [
+        CommandHandler("rekap", rekap, filters=PRIVATE),
+        CallbackQueryHandler(chart_button, pattern=r"^k:"),
+    ]
