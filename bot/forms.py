@@ -77,6 +77,9 @@ class Field:
     max_of: str | None = None
     # The value exports show, where it can stand without the question being asked.
     derive: Callable[[Answers], Any] | None = None
+    # Filled in by the bot from earlier data (e.g. last month's obstacles), never asked; kept
+    # with the answers so later questions and the exports can use it.
+    system: bool = False
 
     def value(self, answers: Answers) -> Any:
         return self.derive(answers) if self.derive else answers.get(self.id)
@@ -114,14 +117,16 @@ class Form:
 
     def next_field(self, answers: Answers) -> Field | None:
         """The first question still to ask, or None when the form is ready for review."""
-        return next((f for f in self.visible(answers) if f.id not in answers), None)
+        return next(
+            (f for f in self.visible(answers) if f.id not in answers and not f.system), None
+        )
 
     def clean(self, answers: Answers) -> dict[str, Any]:
         """The answers of the questions that apply, in form order (hidden ones dropped)."""
         return {f.id: answers[f.id] for f in self.visible(answers) if f.id in answers}
 
     def position(self, field_id: str, answers: Answers) -> tuple[int, int]:
-        visible = [f.id for f in self.visible(answers)]
+        visible = [f.id for f in self.visible(answers) if not f.system]
         return (visible.index(field_id) + 1 if field_id in visible else 0, len(visible))
 
 

@@ -79,6 +79,16 @@ def _kendala_choices(answers: Answers) -> tuple[str, ...]:
     return tuple(k for k in answers.get("kendala", []) if k != "NIHIL")
 
 
+def previous_obstacles(answers: Answers) -> tuple[str, ...]:
+    """Last month's obstacles (filled in when the draft starts), NIHIL left out."""
+    return tuple(k for k in answers.get("kendala_lalu", []) if k != "NIHIL")
+
+
+def _unsolved(answers: Answers) -> tuple[str, ...]:
+    solved = set(answers.get("kendala_teratasi", []))
+    return tuple(k for k in previous_obstacles(answers) if k not in solved)
+
+
 def main_obstacle(answers: Answers) -> str | None:
     """The main obstacle: the one chosen, or the only one named."""
     if "kendala_utama" in answers:
@@ -124,6 +134,30 @@ MONTHLY_REPORT = Form(
         Field("akun_simkopdes", Kind.CHOICE, YA_TIDAK, carry=True),
         Field("microsite", Kind.CHOICE, YA_TIDAK, carry=True),
         Field("kegiatan", Kind.TEXT, min_length=3, max_length=500),
+        # Obstacles carry forward: last month's are asked about before this month's.
+        Field(
+            "kendala_lalu",
+            Kind.MULTI,
+            KENDALA,
+            system=True,
+            ask_if=lambda a: bool(previous_obstacles(a)),
+        ),
+        Field(
+            "kendala_teratasi",
+            Kind.MULTI,
+            options_from=previous_obstacles,
+            labels_of="kendala",
+            min_selected=0,
+            ask_if=lambda a: bool(previous_obstacles(a)),
+        ),
+        Field(
+            "kendala_memburuk",
+            Kind.MULTI,
+            options_from=_unsolved,
+            labels_of="kendala",
+            min_selected=0,
+            ask_if=lambda a: bool(_unsolved(a)),
+        ),
         Field("kendala", Kind.MULTI, KENDALA, exclusive=("NIHIL",), carry=True),
         Field(
             "kendala_utama",

@@ -61,6 +61,9 @@ class Tally:
     no_obstacle: int = 0
     help: Counter[str] = field(default_factory=Counter)
     no_help: int = 0
+    # Last month's obstacles reported solved, or worse, this month (carry-forward questions).
+    solved: Counter[str] = field(default_factory=Counter)
+    worse: Counter[str] = field(default_factory=Counter)
 
     @property
     def on_time(self) -> int:
@@ -70,7 +73,18 @@ class Tally:
     def operating(self) -> int:
         return sum(self.status[s] for s in OPERATING)
 
-    def add(self, late: bool, status: Any, kendala: Any, utama: Any, bantuan: Any) -> None:
+    def add(
+        self,
+        late: bool,
+        status: Any,
+        kendala: Any,
+        utama: Any,
+        bantuan: Any,
+        solved: Any = None,
+        worse: Any = None,
+    ) -> None:
+        self.solved.update(_codes(solved, KENDALA))
+        self.worse.update(_codes(worse, KENDALA))
         self.reported += 1
         self.late += bool(late)
         if status in STATUS:
@@ -269,6 +283,8 @@ async def _tallies(
             answers["kendala"],
             answers["kendala_utama"].as_string(),
             answers["kebutuhan_bantuan"],
+            answers["kendala_teratasi"],
+            answers["kendala_memburuk"],
         )
         .join(
             ReportRevision,
@@ -281,9 +297,9 @@ async def _tallies(
     )
     tallies: dict[tuple[str, int], Tally] = {}
     result = await session.execute(_in_scope(query, kecamatan_id))
-    for period, kecamatan, late, status, kendala, utama, bantuan in result.all():
+    for period, kecamatan, late, status, kendala, utama, bantuan, solved, worse in result.all():
         tally = tallies.setdefault((period, kecamatan), Tally())
-        tally.add(late, status, kendala, utama, bantuan)
+        tally.add(late, status, kendala, utama, bantuan, solved, worse)
     return tallies
 
 
@@ -298,6 +314,8 @@ def _merge(tallies: Sequence[Tally]) -> Tally:
         total.no_obstacle += t.no_obstacle
         total.help.update(t.help)
         total.no_help += t.no_help
+        total.solved.update(t.solved)
+        total.worse.update(t.worse)
     return total
 
 
@@ -410,6 +428,12 @@ def summary_values(m: Messages, r: Recap) -> dict[str, Any]:
             for x in r.obstacles()
         ],
         "tanpa_kendala": now.no_obstacle,
+        "teratasi": [
+            {"label": _kendala_label(m, code), "jumlah": n} for code, n in now.solved.most_common()
+        ],
+        "memburuk": [
+            {"label": _kendala_label(m, code), "jumlah": n} for code, n in now.worse.most_common()
+        ],
         "bantuan": [
             {"label": _bantuan_label(m, x.code), "jumlah": x.count, "beda": x.change}
             for x in r.help_requested()

@@ -332,11 +332,16 @@ class ReportService:
                     ReportRevision.revision == report.current_revision,
                 )
             )
+        answers = dict(current.answers) if current else {}
+        if current is None and self.form.has("kendala_lalu"):
+            previous = await self._previous_answers(session, actor.membership.koperasi_id, period)
+            if previous.get("kendala"):
+                answers["kendala_lalu"] = list(previous["kendala"])
         draft = ReportDraft(
             person_id=actor.person_id,
             koperasi_id=actor.membership.koperasi_id,
             period=period.key,
-            answers=dict(current.answers) if current else {},
+            answers=answers,
             current_field=None,
             pending=None,
             revising=current is not None,
@@ -350,13 +355,28 @@ class ReportService:
             "lapor_mulai",
             periode=period.name(self.m.language),
             koperasi=actor.membership.koperasi_nama,
-            total=len(self.form.visible({})),
+            total=len([f for f in self.form.visible(answers) if not f.system]),
             others=others,
             revision=current is not None,
             oleh=current.submitted_by_name if current else "",
             pada=current.submitted_at if current else now,
         )
         return draft, intro
+
+    async def _previous_answers(
+        self, session: AsyncSession, koperasi_id: int, period: Period
+    ) -> dict[str, Any]:
+        """The answers of the cooperative's report for the month before `period` (or none)."""
+        answers = await session.scalar(
+            select(ReportRevision.answers)
+            .join(Report, Report.id == ReportRevision.report_id)
+            .where(
+                Report.koperasi_id == koperasi_id,
+                Report.period == period.previous().key,
+                ReportRevision.revision == Report.current_revision,
+            )
+        )
+        return dict(answers or {})
 
     async def _report(
         self, session: AsyncSession, koperasi_id: int, period: Period
@@ -611,7 +631,11 @@ class ReportService:
         if draft.current_field is not None:
             return [self._reply("stale_button", alert=True)]
         if verb == "edit":
-            visible = [f for f in self.form.visible(draft.answers) if f.id in draft.answers]
+            visible = [
+                f
+                for f in self.form.visible(draft.answers)
+                if f.id in draft.answers and not f.system
+            ]
             buttons: Buttons = [
                 [(field_label(self.m, f.id), f"{draft.id}:e:{f.id}")] for f in visible
             ]

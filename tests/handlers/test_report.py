@@ -347,6 +347,79 @@ async def test_next_month_checks_plausibility_and_offers_last_answers(
     assert "omzet_bulan" not in draft.answers
 
 
+async def test_last_months_obstacles_are_asked_about_before_this_months(
+    registry_loaded: Core, chats: Chats, clock
+) -> None:
+    chat = await linked(registry_loaded, chats)
+    await play_to_review(chat)  # October: Modal terbatas, Kurang pendampingan
+    await chat.press("Kirim")
+    clock.set(clock.now() + timedelta(days=10))
+
+    await chat.send("/lapor")
+    for _ in range(2):
+        await chat.press("Sama seperti bulan lalu")
+    await chat.send("120")
+    await chat.send("0")
+    await chat.press("Sama seperti bulan lalu")
+    await chat.send("1500000")
+    await chat.send("25000000")
+    await chat.send("0")
+    for _ in range(5):
+        await chat.press("Sama seperti bulan lalu")
+    solved = await chat.send("Rapat anggota.")
+    question = solved[-1]
+    assert "Bulan lalu koperasi melaporkan kendala di bawah ini" in question.text
+    assert question.button_labels == [
+        "Modal terbatas",
+        "Kurang pendampingan/konsultasi",
+        "Selesai",
+    ]
+    await chat.press("Modal terbatas")
+    worse = (await chat.press("Selesai"))[-1]
+    assert "mana yang <b>makin berat</b>?" in worse.text
+    assert worse.button_labels == ["Kurang pendampingan/konsultasi", "Selesai"]
+    await chat.press("Kurang pendampingan/konsultasi")
+    now = (await chat.press("Selesai"))[-1]
+    assert "Kendala apa saja yang dihadapi koperasi?" in now.text
+    await chat.press("Kurang pendampingan/konsultasi")
+    await chat.press("Selesai")
+    await chat.send("Belum ada pendamping.")
+    await chat.press("Selesai")  # no help requested
+    review = (await chat.press("Selesai"))[-1]  # no photo
+    assert "<b>Kendala bulan lalu yang sudah teratasi</b>: Modal terbatas" in review.text
+    assert (
+        "<b>Kendala bulan lalu yang makin berat</b>: Kurang pendampingan/konsultasi"
+        in review.text
+    )
+    await chat.press("Kirim")
+    async with registry_loaded.db.sessions() as session:
+        answers = (
+            await session.scalars(
+                select(ReportRevision.answers)
+                .join(Report)
+                .where(Report.period == "2026-11")
+            )
+        ).one()
+    assert answers["kendala_lalu"] == ["MODAL", "PENDAMPINGAN"]
+    assert answers["kendala_teratasi"] == ["MODAL"]
+    assert answers["kendala_memburuk"] == ["PENDAMPINGAN"]
+    assert answers["kendala"] == ["PENDAMPINGAN"]
+
+    # The officers' recap counts what was solved since last month.
+    oki = chats.user("Oki", None)
+    await officers.add_officer(
+        registry_loaded,
+        telegram_id=str(oki.user.user_id),
+        nama="Oki",
+        kecamatan=None,
+        can_broadcast=False,
+        actor="t",
+    )
+    recap = texts(await oki.send("/rekap November 2026"))
+    assert "Teratasi sejak bulan lalu: Modal terbatas (1)" in recap
+    assert "Makin berat: Kurang pendampingan/konsultasi (1)" in recap
+
+
 async def test_batal_asks_then_discards_and_stale_drafts_expire(
     registry_loaded: Core, chats: Chats, clock
 ) -> None:
