@@ -17,6 +17,7 @@ from bot.panggil import PanggilService
 from bot.reminders import next_wake, tick
 from bot.reports import ReportService
 from bot.sender import Sender, SendStats
+from bot.tindak import TindakService
 from handlers import (
     fallback,
     onboarding,
@@ -25,6 +26,7 @@ from handlers import (
     report,
     router,
     schedule,
+    tangani,
     undangan,
 )
 from handlers.common import command_menu, reply
@@ -48,6 +50,7 @@ def register_handlers(app: App) -> None:
     app.add_handlers(panggil.build_handlers(), group=0)
     app.add_handlers(undangan.build_handlers(), group=0)
     app.add_handlers(rekap.build_handlers(), group=0)
+    app.add_handlers(tangani.build_handlers(), group=0)
     # Typed answers and /batal go to whatever waits for them (see handlers/router.py).
     app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)
@@ -166,6 +169,7 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
     app.bot_data["core"] = core
     app.bot_data["reports"] = ReportService(core)
     app.bot_data["panggil"] = PanggilService(core)
+    app.bot_data["tindak"] = TindakService(core)
     register_handlers(app)
     return app
 

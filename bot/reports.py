@@ -337,6 +337,16 @@ class ReportService:
             previous = await self._previous_answers(session, actor.membership.koperasi_id, period)
             if previous.get("kendala"):
                 answers["kendala_lalu"] = list(previous["kendala"])
+        # What the city noted about this cooperative's obstacles (bot.tindak imports this
+        # module, hence the late import).
+        from bot.tindak import notes_for
+
+        notes = await notes_for(
+            self.core,
+            session,
+            actor.membership.koperasi_id,
+            [k for k in answers.get("kendala_lalu", []) if k != "NIHIL"],
+        )
         draft = ReportDraft(
             person_id=actor.person_id,
             koperasi_id=actor.membership.koperasi_id,
@@ -360,6 +370,7 @@ class ReportService:
             revision=current is not None,
             oleh=current.submitted_by_name if current else "",
             pada=current.submitted_at if current else now,
+            catatan=notes,
         )
         return draft, intro
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import BaseHandler, CommandHandler, MessageHandler, filters
 
-from handlers import fallback, panggil, report, undangan
+from handlers import fallback, panggil, report, tangani, undangan
 from handlers.common import PRIVATE, Context, actor_of, show_replies
 
 
@@ -20,6 +20,10 @@ async def text_answer(update: Update, context: Context) -> None:
     if await undangan.answer_text(update, context):
         return
     actor = await actor_of(update, context)
+    noted = await tangani.service(context).on_text(actor, message.text)
+    if noted is not None:
+        await show_replies(update, context, noted)
+        return
     composed = await panggil.service(context).on_text(actor, message.text)
     if composed is not None:
         await show_replies(update, context, composed, panggil.CALLBACK_PREFIX)
@@ -35,6 +39,10 @@ async def batal(update: Update, context: Context) -> None:
     if await undangan.cancel(update, context):
         return
     actor = await actor_of(update, context)
+    dropped = await tangani.service(context).cancel(actor)
+    if dropped is not None:
+        await show_replies(update, context, dropped)
+        return
     composed = await panggil.service(context).cancel(actor)
     if composed is not None:
         await show_replies(update, context, composed, panggil.CALLBACK_PREFIX)

@@ -487,3 +487,21 @@ class ChatPrompt(Base):
     step: Mapped[str | None] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
+
+
+class ObstacleAction(Base):
+    """An officer's note that an obstacle of a cooperative is being handled ("ditangani");
+    the board sees the latest note per obstacle the next time they report."""
+
+    __tablename__ = "kendala_tindak"
+    __table_args__ = (Index("ix_kendala_tindak_koperasi_kendala", "koperasi_id", "kendala"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    koperasi_id: Mapped[int] = mapped_column(ForeignKey("koperasi.id", ondelete="CASCADE"))
+    kendala: Mapped[str] = mapped_column(String(20))
+    catatan: Mapped[str] = mapped_column(Text)
+    officer_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("person.id", ondelete="SET NULL")
+    )
+    officer_nama: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]

@@ -584,3 +584,53 @@ async def test_two_members_pressing_kirim_at_the_same_moment_both_count(
     assert sorted(revisions) == [1, 2]
     assert report is not None
     assert report.current_revision == 2
+
+
+async def test_an_officer_marks_an_obstacle_handled_and_the_board_sees_the_note(
+    registry_loaded: Core, chats: Chats, clock
+) -> None:
+    chat = await linked(registry_loaded, chats)
+    await play_to_review(chat)
+    await chat.press("Kirim")
+
+    async def officer(name: str, kecamatan: str | None) -> LocalChat:
+        officer_chat = chats.user(name, None)
+        await officers.add_officer(
+            registry_loaded,
+            telegram_id=str(officer_chat.user.user_id),
+            nama=name,
+            kecamatan=kecamatan,
+            can_broadcast=False,
+            actor="t",
+        )
+        return officer_chat
+
+    cici = await officer("Cici", "Curug")
+    choices = await cici.send("/tangani sukawana")  # only Curug's Sukawana is in her scope
+    assert "menurut laporan terakhir (Oktober 2026)" in choices[0].text
+    assert choices[0].button_labels == ["Modal terbatas", "Kurang pendampingan/konsultasi"]
+    asked = await cici.press("Modal terbatas")
+    assert "Mohon ketik <b>catatan</b>" in asked[0].text
+    assert "ditangani" not in texts(await cici.send("ok"))  # too short: asked again
+    done = await cici.send("Sudah diajukan ke program modal bergulir Dinas.")
+    assert "tercatat sedang ditangani" in done[0].text
+
+    # Another kecamatan's officer cannot see or forge her way into Curug's cooperative.
+    dedi = await officer("Dedi", "Serang")
+    serang = texts(await dedi.send("/tangani sukawana"))
+    assert "belum pernah melapor" in serang
+    forged = next(b for b in choices[0].buttons[0])["callback_data"]
+    start = len(dedi.api.calls)
+    await dedi.process(dedi.user.callback_update(choices[0], forged))
+    (alert,) = [c for c in dedi.api.calls[start:] if c.method == "answerCallbackQuery"]
+    assert alert.params["text"] == "Tombol ini sudah tidak berlaku."
+    stranger = texts(await chats.user("Asing", None).send("/tangani sukawana"))
+    assert "hanya untuk petugas" in stranger
+
+    clock.set(clock.now() + timedelta(days=10))
+    intro = texts(await chat.send("/lapor"))
+    assert "<b>Catatan dari Pemerintah Kota</b> tentang kendala bulan lalu:" in intro
+    assert (
+        "• Modal terbatas — sedang ditangani: Sudah diajukan ke program modal bergulir Dinas. "
+        "(Cici, 27/11/2026)" in intro
+    )
