@@ -301,7 +301,9 @@ async def test_command_menu_is_set_in_indonesian(app, api) -> None:
     assert call.params["scope"] == {"type": "all_private_chats"}
 
 
-async def test_officers_get_their_own_command_menu(registry_loaded: Core, chats: Chats, api) -> None:
+async def test_officers_get_their_own_command_menu(
+    registry_loaded: Core, chats: Chats, api
+) -> None:
     from bot import officers
 
     chat = chats.user("Rina", None)
