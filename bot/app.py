@@ -19,7 +19,9 @@ from bot.reports import ReportService
 from bot.sender import Sender, SendStats
 from bot.tindak import TindakService
 from handlers import (
+    ekspor,
     fallback,
+    koperasi,
     onboarding,
     panggil,
     rekap,
@@ -51,6 +53,8 @@ def register_handlers(app: App) -> None:
     app.add_handlers(undangan.build_handlers(), group=0)
     app.add_handlers(rekap.build_handlers(), group=0)
     app.add_handlers(tangani.build_handlers(), group=0)
+    app.add_handlers(ekspor.build_handlers(), group=0)
+    app.add_handlers(koperasi.build_handlers(), group=0)
     # Typed answers and /batal go to whatever waits for them (see handlers/router.py).
     app.add_handlers(router.build_handlers(), group=0)
     app.add_handlers(fallback.build_handlers(), group=0)

@@ -57,10 +57,23 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--can-broadcast", action="store_true", help="may send summons")
     osub.add_parser("list", help="list officers")
 
-    exp = sub.add_parser("export", help="export the reports of one month")
-    exp.add_argument("--period", required=True, help="the month, YYYY-MM (e.g. 2026-10)")
-    exp.add_argument("--format", choices=["csv"], default="csv")
+    exp = sub.add_parser(
+        "export",
+        help="export the reports of a month or a range of months (CSV or XLSX)",
+        description="xlsx: one workbook with the sheets Laporan (a row per cooperative per "
+        "month), Kendala (obstacle counts per month and kecamatan) and Riwayat (reminders "
+        "and summons with their delivery and answers). csv: one month keeps the usual "
+        "columns; a range gives one file, month after month, with a leading `periode` column.",
+    )
+    exp.add_argument(
+        "--period",
+        required=True,
+        help="the month YYYY-MM (e.g. 2026-10), or a range YYYY-MM..YYYY-MM "
+        "(e.g. 2026-08..2026-10, both included, at most 36 months)",
+    )
+    exp.add_argument("--format", help="csv or xlsx (default: from the --out suffix, else csv)")
     exp.add_argument("--out", required=True, type=Path, help="the file to write")
+    exp.add_argument("--kecamatan", help="only this kecamatan (name or code; default all)")
 
     sub.add_parser("roles", help="list board roles usable with `invite --role`")
 
@@ -86,6 +99,21 @@ def _parser() -> argparse.ArgumentParser:
         "--simulator", action="store_true", help="the local simulator even with a token"
     )
     sub.add_parser("simulate", help="start the local chat simulator")
+    send = sub.add_parser(
+        "send",
+        help="only send the outbox (no calendar, no polling): a process that adds sending "
+        "capacity; several may run on PostgreSQL",
+    )
+    send.add_argument(
+        "--once", action="store_true", help="send what is due now, print the counts and exit"
+    )
+    send.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=60.0,
+        help="how long a claimed message stays reserved for this process; if it dies, another "
+        "sender takes the message over after this long (default 60)",
+    )
     return parser
 
 
@@ -261,22 +289,45 @@ async def _officer(core: Core, args: argparse.Namespace) -> int:
 
 
 async def _export(core: Core, args: argparse.Namespace) -> int:
-    from bot.export import write_csv
-    from bot.periods import Period
+    from bot.export import ExportError, export_xlsx, parse_period_range, write_csv
+    from bot.registry import find_kecamatan
 
+    out: Path = args.out
+    fmt = (args.format or ("xlsx" if out.suffix.lower() == ".xlsx" else "csv")).lower()
     try:
-        period = Period.parse_key(args.period)
-    except ValueError:
-        _err(core, "cli_export", error="period", period=args.period)
+        if fmt not in ("csv", "xlsx"):
+            raise ExportError("format", args.format)
+        periods = parse_period_range(args.period)
+    except ExportError as exc:
+        _err(core, "cli_export", error=exc.code, period=args.period, value=exc.value)
         return 2
-    count = await write_csv(core, period, args.out)
+    kecamatan_id, kecamatan = None, None
+    if args.kecamatan:
+        async with core.db.sessions() as session:
+            found = await find_kecamatan(session, args.kecamatan)
+        if found is None:
+            _err(core, "cli_export", error="kecamatan", period=args.period, value=args.kecamatan)
+            return 2
+        kecamatan_id, kecamatan = found.id, found.nama
+    language = core.messages.language
+    try:
+        if fmt == "xlsx":
+            count = (await export_xlsx(core, periods, out, kecamatan_id)).rows
+        else:
+            count = await write_csv(core, periods, out, kecamatan_id)
+    except OSError as exc:
+        _err(core, "cli_export", error="out", period=args.period, value=f"{out}: {exc.strerror}")
+        return 2
     _out(
         core,
         "cli_export",
         error="",
-        period=period.name(core.messages.language),
+        period=periods[0].name(language),
+        until=periods[-1].name(language) if len(periods) > 1 else None,
         count=count,
-        file=args.out,
+        file=out,
+        format=fmt,
+        kecamatan=kecamatan,
     )
     return 0
 
@@ -390,6 +441,98 @@ async def _tick(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+# `send --lease-seconds`: short enough to test a takeover, long enough for a slow answer.
+MIN_LEASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 3600.0
+
+
+async def _send(core: Core, args: argparse.Namespace) -> int:
+    import signal
+
+    from telegram.error import InvalidToken, NetworkError
+
+    from bot.app import build_application
+    from bot.sender import Sender
+    from handlers.transport import TelegramTransport
+
+    settings = core.settings
+    if settings.telegram_bot_token is None:
+        _err(core, "cli_send", event="token")
+        return 2
+    if not MIN_LEASE_SECONDS <= args.lease_seconds <= MAX_LEASE_SECONDS:
+        _err(
+            core,
+            "cli_send",
+            event="lease",
+            value=args.lease_seconds,
+            low=MIN_LEASE_SECONDS,
+            high=MAX_LEASE_SECONDS,
+        )
+        return 2
+    # Only the Bot: the Application is never started, so no polling and no calendar jobs.
+    app = build_application(core)
+    try:
+        await app.initialize()
+    except (InvalidToken, NetworkError) as exc:
+        await app.bot.shutdown()
+        # InvalidToken's text repeats the token: the template shows the detail only otherwise.
+        code = "token" if isinstance(exc, InvalidToken) else "network"
+        _err(
+            core,
+            "cli_startup_error",
+            code=code,
+            detail=str(exc),
+            url=settings.telegram_api_base_url,
+        )
+        return 1
+    sender = Sender(core, TelegramTransport(app.bot), lease_seconds=args.lease_seconds)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        if not args.once:
+            _err(
+                core,
+                "cli_send",
+                event="start",
+                name=sender.name,
+                rate=sender.rate,
+                lease=args.lease_seconds,
+                database=_shown(settings),
+            )
+            # On a signal the sender hands back what it has not started and records the
+            # sends already under way before it returns.
+            await sender.run(stop)
+            _err(core, "cli_send", event="stopped", name=sender.name)
+            return 0
+        # `drain` has no stop event of its own: a signal cancels it, and the messages it
+        # still holds go out again once their lease runs out.
+        draining = asyncio.create_task(sender.drain())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({draining, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        if not draining.done():
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)
+            _err(core, "cli_send", event="interrupted", lease=args.lease_seconds)
+            return 128 + received[0]
+        _out(core, "cli_send", event="stats", stats=draining.result())
+        return 0
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await app.shutdown()
+
+
 _COMMANDS = {
     "init": _init,
     "import-coops": _import,
@@ -400,4 +543,5 @@ _COMMANDS = {
     "schedule": _schedule,
     "tick": _tick,
     "simulate": _simulate,
+    "send": _send,
 }

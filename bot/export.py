@@ -1,52 +1,139 @@
-"""Exports of reports: one row per cooperative of the registry, columns from the form."""
+"""Exports of reports: CSV (one row per cooperative, columns from the form) and the officers'
+XLSX workbook (Laporan, Kendala, Riwayat), streamed in batches so a whole country fits."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
-from collections.abc import Iterator
+import os
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from functools import cache
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import audit
 from bot.core import Core
-from bot.forms import Form, Kind
-from bot.laporan import MONTHLY_REPORT
-from bot.periods import Period
-from bot.reports import format_value
-from storage.models import Kecamatan, Kelurahan, Koperasi, Report, ReportRevision
+from bot.forms import Field, Form, Kind
+from bot.identity import Actor
+from bot.laporan import KENDALA, MONTHLY_REPORT, main_obstacle
+from bot.periods import Period, parse_period
+from bot.rekap import latest_period
+from bot.replies import Reply
+from bot.reports import field_label, format_value, option_label
+from messages import Messages
+from storage.models import (
+    BoardMember,
+    Kecamatan,
+    Kelurahan,
+    Koperasi,
+    LedgerEntry,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    Report,
+    ReportRevision,
+    Rsvp,
+    RsvpAnswer,
+    Summons,
+    SummonsKoperasi,
+)
 
 REGISTRY_COLUMNS = ("kode_wilayah", "kecamatan", "kelurahan", "nama_koperasi")
 SUBMISSION_COLUMNS = ("revisi", "dikirim_oleh", "dikirim_pada", "terlambat")
+# A CSV of several months starts with this column; a single month keeps the historical layout.
+PERIOD_COLUMN = "periode"
+
+# The longest range one export may cover: a typo such as 2026-01..2062-01 is refused.
+MAX_MONTHS = 36
+# Cooperatives read per query (and rows handed to the writer thread at once).
+BATCH = 500
+
+MONEY_FORMAT = '"Rp"#,##0;-"Rp"#,##0'
+INTEGER_FORMAT = "#,##0"
+DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
+
+
+class ExportError(Exception):
+    """Refused input: `code` picks the sentence in the cli_export template."""
+
+    def __init__(self, code: str, value: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.value = value
+
+
+def parse_period_range(text: str) -> list[Period]:
+    """ "2026-10" or "2026-08..2026-10" (both ends included), oldest first."""
+    ends = [part.strip() for part in (text or "").split("..")]
+    try:
+        if len(ends) > 2:
+            raise ValueError(text)
+        first = Period.parse_key(ends[0])
+        last = Period.parse_key(ends[-1])
+    except ValueError:
+        raise ExportError("period", text) from None
+    if last < first:
+        raise ExportError("range", text)
+    periods = [first]
+    while periods[-1] < last:
+        if len(periods) >= MAX_MONTHS:
+            raise ExportError("too_long", str(MAX_MONTHS))
+        periods.append(periods[-1].next())
+    return periods
+
+
+# CSV ------------------------------------------------------------------------------------------
 
 
 def columns(form: Form = MONTHLY_REPORT) -> list[str]:
     return [*REGISTRY_COLUMNS, *(f.id for f in form.fields), *SUBMISSION_COLUMNS]
 
 
+def _in_scope(query: Any, kecamatan_id: int | None) -> Any:
+    return query if kecamatan_id is None else query.where(Kelurahan.kecamatan_id == kecamatan_id)
+
+
 async def report_rows(
-    core: Core, period: Period, form: Form = MONTHLY_REPORT
+    core: Core,
+    period: Period,
+    form: Form = MONTHLY_REPORT,
+    kecamatan_id: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every cooperative with its latest revision for the period (empty when none)."""
+    """Every cooperative (of a kecamatan, or all) with its latest revision for the period
+    (empty when none)."""
     async with core.db.sessions() as session:
         result = await session.execute(
-            select(
-                Kelurahan.kode,
-                Kecamatan.nama,
-                Kelurahan.nama,
-                Koperasi.nama,
-                ReportRevision,
+            _in_scope(
+                select(
+                    Kelurahan.kode,
+                    Kecamatan.nama,
+                    Kelurahan.nama,
+                    Koperasi.nama,
+                    ReportRevision,
+                )
+                .select_from(Koperasi)
+                .join(Kelurahan, Koperasi.kelurahan_id == Kelurahan.id)
+                .join(Kecamatan, Kelurahan.kecamatan_id == Kecamatan.id)
+                .outerjoin(
+                    Report, (Report.koperasi_id == Koperasi.id) & (Report.period == period.key)
+                )
+                .outerjoin(
+                    ReportRevision,
+                    (ReportRevision.report_id == Report.id)
+                    & (ReportRevision.revision == Report.current_revision),
+                )
+                .order_by(Kelurahan.kode),
+                kecamatan_id,
             )
-            .select_from(Koperasi)
-            .join(Kelurahan, Koperasi.kelurahan_id == Kelurahan.id)
-            .join(Kecamatan, Kelurahan.kecamatan_id == Kecamatan.id)
-            .outerjoin(Report, (Report.koperasi_id == Koperasi.id) & (Report.period == period.key))
-            .outerjoin(
-                ReportRevision,
-                (ReportRevision.report_id == Report.id)
-                & (ReportRevision.revision == Report.current_revision),
-            )
-            .order_by(Kelurahan.kode)
         )
         rows = result.all()
     return (_row(core, form, *row) for row in rows)
@@ -88,12 +175,725 @@ def _row(
     return row
 
 
-async def write_csv(core: Core, period: Period, out: Path) -> int:
-    """Write the period's export as UTF-8 CSV (with BOM, so spreadsheet programs read it)."""
-    rows = list(await report_rows(core, period))
+async def write_csv(
+    core: Core,
+    period: Period | Sequence[Period],
+    out: Path,
+    kecamatan_id: int | None = None,
+) -> int:
+    """Write the export as UTF-8 CSV (with BOM, so spreadsheet programs read it); returns the
+    rows written. One month keeps the historical columns; several months go month by month
+    into one file whose first column is `periode`."""
+    periods = [period] if isinstance(period, Period) else sorted(set(period))
+    several = len(periods) > 1
     out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
     with out.open("w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns())
+        names = [PERIOD_COLUMN, *columns()] if several else columns()
+        writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
-        writer.writerows(rows)
-    return len(rows)
+        for month in periods:
+            for row in await report_rows(core, month, kecamatan_id=kecamatan_id):
+                if several:
+                    row = {PERIOD_COLUMN: month.key, **row}
+                writer.writerow(row)
+                count += 1
+    return count
+
+
+# XLSX -----------------------------------------------------------------------------------------
+
+
+@cache
+def _labels(messages: Messages) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for line in messages.render("ekspor_label").splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep:
+            table[key.strip()] = value.strip()
+    return table
+
+
+def export_labels(messages: Messages) -> dict[str, str]:
+    """Sheet names, column headers and values of the workbook in the messages' language."""
+    return _labels(messages)
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    width: float
+    number_format: str | None = None
+
+
+class _Sheet:
+    """A write-only worksheet: bold frozen header, widths set up front, an autofilter over
+    whatever was written. `append_rows` is meant to run in a worker thread, one at a time."""
+
+    def __init__(self, book: Any, title: str, cols: list[_Column]) -> None:
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
+
+        self._cell = WriteOnlyCell
+        self._illegal = ILLEGAL_CHARACTERS_RE
+        self.ws = book.create_sheet(title)
+        self.ws.freeze_panes = "A2"
+        for index, col in enumerate(cols, start=1):
+            self.ws.column_dimensions[get_column_letter(index)].width = col.width
+        self.formats = [c.number_format for c in cols]
+        self.last_column = get_column_letter(len(cols))
+        self.rows = 0
+        bold = Font(bold=True)
+        header = []
+        for col in cols:
+            cell = WriteOnlyCell(self.ws, col.header)
+            cell.font = bold
+            header.append(cell)
+        self.ws.append(header)
+
+    def append_rows(self, rows: list[list[Any]]) -> None:
+        for row in rows:
+            cells: list[Any] = []
+            for value, number_format in zip(row, self.formats, strict=True):
+                if isinstance(value, str):
+                    # Control characters typed in a chat are not allowed in the XML.
+                    cells.append(self._illegal.sub("", value))
+                    continue
+                if value is None or number_format is None:
+                    cells.append(value)
+                    continue
+                cell = self._cell(self.ws, value)
+                cell.number_format = number_format
+                cells.append(cell)
+            self.ws.append(cells)
+        self.rows += len(rows)
+
+    def finish(self) -> None:
+        from openpyxl.worksheet.filters import AutoFilter
+
+        self.ws.auto_filter = AutoFilter(ref=f"A1:{self.last_column}{self.rows + 1}")
+
+
+@dataclass
+class XlsxSummary:
+    """What an XLSX export wrote: rows of each sheet, and the reporting counts behind them."""
+
+    rows: int = 0  # Laporan: one per cooperative per month
+    koperasi: int = 0
+    reported: int = 0  # (cooperative, month) pairs with a report
+    late: int = 0
+    obstacle_rows: int = 0
+    history_rows: int = 0
+    months: list[Period] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return self.rows - self.reported
+
+
+@dataclass(frozen=True)
+class _Coop:
+    id: int
+    kode: str
+    kecamatan_id: int
+    kecamatan: str
+    kelurahan: str
+    nama: str
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    late: bool
+    first_submitted_at: datetime
+    revision: int
+    answers: dict[str, Any]
+    submitted_by_name: str
+    submitted_at: datetime
+
+
+def _width(header: str, default: float) -> float:
+    return float(max(default, min(len(header) + 3, 40)))
+
+
+def _field_width(f: Field) -> float:
+    return {
+        Kind.MONEY: 18.0,
+        Kind.INTEGER: 12.0,
+        Kind.CHOICE: 22.0,
+        Kind.MULTI: 40.0,
+        Kind.TEXT: 40.0,
+        Kind.PHOTO: 8.0,
+    }[f.kind]
+
+
+def _field_format(f: Field) -> str | None:
+    if f.kind is Kind.MONEY:
+        return MONEY_FORMAT
+    if f.kind is Kind.INTEGER:
+        return INTEGER_FORMAT
+    return None
+
+
+def _laporan_columns(m: Messages, form: Form) -> list[_Column]:
+    lab = export_labels(m)
+
+    def col(key: str, width: float, number_format: str | None = None) -> _Column:
+        header = lab[f"col.{key}"]
+        return _Column(header, _width(header, width), number_format)
+
+    fields = [
+        _Column(
+            field_label(m, f.id),
+            _width(field_label(m, f.id), _field_width(f)),
+            _field_format(f),
+        )
+        for f in form.fields
+    ]
+    return [
+        col("kode_wilayah", 15),
+        col("kecamatan", 16),
+        col("kelurahan", 18),
+        col("nama_koperasi", 40),
+        col("bulan", 9),
+        *fields,
+        col("revisi", 8),
+        col("dikirim_oleh", 24),
+        col("dikirim_pada", 17, DATETIME_FORMAT),
+        col("pertama_dikirim", 17, DATETIME_FORMAT),
+        col("terlambat", 10),
+    ]
+
+
+def _kendala_columns(m: Messages) -> list[_Column]:
+    lab = export_labels(m)
+    specs = [
+        ("bulan", 9.0),
+        ("kecamatan", 16.0),
+        ("kode_kendala", 14.0),
+        ("kendala", 40.0),
+        ("dipilih", 12.0),
+        ("kendala_utama", 12.0),
+        ("teratasi", 12.0),
+        ("memburuk", 12.0),
+        ("laporan_masuk", 12.0),
+    ]
+    return [_Column(lab[f"col.{k}"], _width(lab[f"col.{k}"], w)) for k, w in specs]
+
+
+_RIWAYAT = (
+    ("kode_wilayah", 15.0, None),
+    ("kecamatan", 16.0, None),
+    ("kelurahan", 18.0, None),
+    ("bulan", 9.0, None),
+    ("jenis", 18.0, None),
+    ("pemberitahuan", 40.0, None),
+    ("diputuskan", 17.0, DATETIME_FORMAT),
+    ("tanggal_acara", 17.0, DATETIME_FORMAT),
+    ("penerima", 10.0, None),
+    ("terkirim", 10.0, None),
+    ("gagal", 8.0, None),
+    ("tidak_terjangkau", 10.0, None),
+    ("dibatalkan", 10.0, None),
+    ("menunggu", 10.0, None),
+    ("jawaban", 50.0, None),
+    ("terwakili", 10.0, None),
+    ("undangan_batal", 10.0, None),
+)
+
+
+def _riwayat_columns(m: Messages) -> list[_Column]:
+    lab = export_labels(m)
+    return [_Column(lab[f"col.{k}"], _width(lab[f"col.{k}"], w), f) for k, w, f in _RIWAYAT]
+
+
+_OUTCOME = {
+    OutboxStatus.SENT: "terkirim",
+    OutboxStatus.FAILED: "gagal",
+    OutboxStatus.UNREACHABLE: "tidak_terjangkau",
+    OutboxStatus.CANCELLED: "dibatalkan",
+    OutboxStatus.PENDING: "menunggu",
+    OutboxStatus.SENDING: "menunggu",
+}
+_OUTCOME_COLUMNS = ("terkirim", "gagal", "tidak_terjangkau", "dibatalkan", "menunggu")
+
+
+class _Writer:
+    """Turns database rows into worksheet rows in the messages' language and time zone."""
+
+    def __init__(self, core: Core, form: Form) -> None:
+        self.m = core.messages
+        self.tz = core.settings.tz
+        self.form = form
+        self.lab = export_labels(self.m)
+
+    def local(self, moment: datetime | None) -> datetime | None:
+        # Excel has no time zones: the wall clock in WIB, as the header says.
+        return None if moment is None else moment.astimezone(self.tz).replace(tzinfo=None)
+
+    def yes_no(self, value: bool) -> str:
+        return self.lab["ya" if value else "tidak"]
+
+    def answer(self, f: Field, answers: dict[str, Any]) -> Any:
+        value = f.value(answers)
+        if value is None or value == "":
+            return None
+        if f.kind in (Kind.MONEY, Kind.INTEGER):
+            return int(value)
+        if f.kind is Kind.PHOTO:
+            return len(value)
+        if f.kind is Kind.MULTI:
+            return "; ".join(option_label(self.m, f, str(v)) for v in value) or None
+        if f.kind is Kind.CHOICE:
+            return option_label(self.m, f, str(value))
+        return str(value)
+
+    def laporan(self, coop: _Coop, month: str, report: _Submitted | None) -> list[Any]:
+        row: list[Any] = [coop.kode, coop.kecamatan, coop.kelurahan, coop.nama, month]
+        if report is None:
+            return row + [None] * (len(self.form.fields) + 5)
+        row += [self.answer(f, report.answers) for f in self.form.fields]
+        row += [
+            report.revision,
+            report.submitted_by_name,
+            self.local(report.submitted_at),
+            self.local(report.first_submitted_at),
+            self.yes_no(report.late),
+        ]
+        return row
+
+    def notice(self, kind: str) -> str:
+        if kind == "open":
+            return self.lab["notice.open"]
+        number = kind.removeprefix("reminder_")
+        if number.isdigit():
+            return self.lab["notice.reminder"].format(n=int(number))
+        return kind
+
+    def rsvp(self, rsvp: Rsvp, nama: str, current_time: int) -> str:
+        lab = self.lab
+        if rsvp.answer is RsvpAnswer.DIWAKILKAN and rsvp.delegate_nama:
+            text = lab["jawaban.diwakilkan"].format(
+                nama=nama, wakil=rsvp.delegate_nama, jabatan=rsvp.delegate_jabatan or "-"
+            )
+        elif rsvp.answer is RsvpAnswer.BERHALANGAN and rsvp.alasan:
+            text = lab["jawaban.berhalangan"].format(nama=nama, alasan=rsvp.alasan)
+        elif rsvp.answer is RsvpAnswer.HADIR:
+            text = lab["jawaban.hadir"].format(nama=nama)
+        else:
+            text = lab[f"jawaban.{rsvp.answer.value}_tanpa"].format(nama=nama)
+        if rsvp.time_version != current_time:
+            text = lab["jawaban.ulang"].format(jawaban=text)
+        return text
+
+
+async def _coop_batch(
+    session: AsyncSession, kecamatan_id: int | None, after: str, limit: int
+) -> list[_Coop]:
+    rows = await session.execute(
+        _in_scope(
+            select(
+                Koperasi.id,
+                Kelurahan.kode,
+                Kecamatan.id,
+                Kecamatan.nama,
+                Kelurahan.nama,
+                Koperasi.nama,
+            )
+            .join(Kelurahan, Koperasi.kelurahan_id == Kelurahan.id)
+            .join(Kecamatan, Kelurahan.kecamatan_id == Kecamatan.id)
+            .where(Kelurahan.kode > after)
+            .order_by(Kelurahan.kode)
+            .limit(limit),
+            kecamatan_id,
+        )
+    )
+    return [_Coop(*row) for row in rows.all()]
+
+
+async def _reports(
+    session: AsyncSession, ids: list[int], keys: list[str]
+) -> dict[tuple[int, str], _Submitted]:
+    rows = await session.execute(
+        select(
+            Report.koperasi_id,
+            Report.period,
+            Report.late,
+            Report.first_submitted_at,
+            ReportRevision.revision,
+            ReportRevision.answers,
+            ReportRevision.submitted_by_name,
+            ReportRevision.submitted_at,
+        )
+        .join(
+            ReportRevision,
+            and_(
+                ReportRevision.report_id == Report.id,
+                ReportRevision.revision == Report.current_revision,
+            ),
+        )
+        .where(Report.koperasi_id.in_(ids), Report.period.in_(keys))
+    )
+    return {(row[0], row[1]): _Submitted(*row[2:]) for row in rows.all()}
+
+
+async def _summons_in(core: Core, periods: list[Period]) -> dict[int, Summons]:
+    """Summons whose meeting falls in one of the months (WIB)."""
+    tz = core.settings.tz
+    start = datetime.combine(periods[0].first_day(), time.min, tzinfo=tz)
+    end = datetime.combine(periods[-1].last_day(), time.max, tzinfo=tz)
+    wanted = set(periods)
+    async with core.db.sessions() as session:
+        found = (
+            await session.scalars(
+                select(Summons).where(Summons.starts_at >= start, Summons.starts_at <= end)
+            )
+        ).all()
+    return {s.id: s for s in found if Period.containing(s.starts_at, tz) in wanted}
+
+
+@dataclass(frozen=True)
+class _Decided:
+    koperasi_id: int
+    kind: str
+    period: str
+    recipients: int
+    decided_at: datetime
+
+
+def _report_topic(period: str, koperasi_id: int) -> str:
+    # As bot.reports.report_topic, from the ledger's period key.
+    return f"report:{period}:k{koperasi_id}"
+
+
+async def _history(
+    session: AsyncSession,
+    writer: _Writer,
+    coops: list[_Coop],
+    keys: list[str],
+    summons: dict[int, Summons],
+) -> list[list[Any]]:
+    """The Riwayat rows of a batch: per cooperative, in the order things were decided."""
+    ids = [c.id for c in coops]
+    by_coop: dict[int, list[tuple[datetime, int, list[Any]]]] = defaultdict(list)
+    coop_of = {c.id: c for c in coops}
+    lab = writer.lab
+
+    decided = await session.execute(
+        select(
+            LedgerEntry.koperasi_id,
+            LedgerEntry.kind,
+            LedgerEntry.period,
+            LedgerEntry.recipients,
+            LedgerEntry.decided_at,
+        ).where(LedgerEntry.koperasi_id.in_(ids), LedgerEntry.period.in_(keys))
+    )
+    ledger = [
+        _Decided(int(kid or 0), kind, period, recipients, at)
+        for kid, kind, period, recipients, at in decided.all()
+    ]
+    outcomes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    topics = sorted({_report_topic(d.period, d.koperasi_id) for d in ledger})
+    for start in range(0, len(topics), BATCH):
+        counted = await session.execute(
+            select(OutboxMessage.topic, OutboxMessage.kind, OutboxMessage.status, func.count())
+            .where(OutboxMessage.topic.in_(topics[start : start + BATCH]))
+            .group_by(OutboxMessage.topic, OutboxMessage.kind, OutboxMessage.status)
+        )
+        for topic, kind, status, count in counted.all():
+            outcomes[(str(topic), kind)][_OUTCOME[status]] += int(count)
+    for d in ledger:
+        coop = coop_of[d.koperasi_id]
+        counts = outcomes[(_report_topic(d.period, d.koperasi_id), d.kind)]
+        row = [
+            coop.kode,
+            coop.kecamatan,
+            coop.kelurahan,
+            d.period,
+            lab["jenis.pengingat"],
+            writer.notice(d.kind),
+            writer.local(d.decided_at),
+            None,
+            d.recipients,
+            *(counts[c] for c in _OUTCOME_COLUMNS),
+            None,
+            None,
+            None,
+        ]
+        by_coop[d.koperasi_id].append((d.decided_at, 0, row))
+
+    if summons:
+        addressed = (
+            await session.execute(
+                select(
+                    SummonsKoperasi.summons_id,
+                    SummonsKoperasi.koperasi_id,
+                    SummonsKoperasi.recipients,
+                ).where(
+                    SummonsKoperasi.summons_id.in_(list(summons)),
+                    SummonsKoperasi.koperasi_id.in_(ids),
+                )
+            )
+        ).all()
+        # The letter's outbox rows name a person; their cooperative is where they sit now.
+        letters: dict[tuple[int, int], Counter[str]] = defaultdict(Counter)
+        delivered = await session.execute(
+            select(BoardMember.koperasi_id, OutboxMessage.topic, OutboxMessage.status, func.count())
+            .join(BoardMember, BoardMember.person_id == OutboxMessage.person_id)
+            .where(
+                OutboxMessage.topic.in_([f"summons:{i}" for i in summons]),
+                OutboxMessage.kind == "summons",
+                BoardMember.koperasi_id.in_(ids),
+            )
+            .group_by(BoardMember.koperasi_id, OutboxMessage.topic, OutboxMessage.status)
+        )
+        for kid, topic, status, count in delivered.all():
+            summons_id = int(str(topic).removeprefix("summons:"))
+            letters[(summons_id, kid)][_OUTCOME[status]] += int(count)
+        answers: dict[tuple[int, int], list[tuple[str, Rsvp]]] = defaultdict(list)
+        rsvps = await session.execute(
+            select(Rsvp, Person.nama)
+            .join(Person, Person.id == Rsvp.person_id)
+            .where(Rsvp.summons_id.in_(list(summons)), Rsvp.koperasi_id.in_(ids))
+            .order_by(Person.nama, Rsvp.id)
+        )
+        for rsvp, nama in rsvps.all():
+            answers[(rsvp.summons_id, rsvp.koperasi_id)].append((nama, rsvp))
+        for summons_id, kid, recipients in addressed:
+            s = summons[summons_id]
+            coop = coop_of[kid]
+            given = answers.get((summons_id, kid), [])
+            texts = [writer.rsvp(r, nama, s.time_version) for nama, r in given]
+            represented = any(
+                r.answer in (RsvpAnswer.HADIR, RsvpAnswer.DIWAKILKAN)
+                and r.time_version == s.time_version
+                for _, r in given
+            )
+            counts = letters[(summons_id, kid)]
+            row = [
+                coop.kode,
+                coop.kecamatan,
+                coop.kelurahan,
+                Period.containing(s.starts_at, writer.tz).key,
+                lab["jenis.undangan"],
+                lab["notice.summons"].format(nomor=s.nomor, hal=s.hal),
+                writer.local(s.created_at),
+                writer.local(s.starts_at),
+                recipients,
+                *(counts[c] for c in _OUTCOME_COLUMNS),
+                "; ".join(texts) or lab["jawaban.belum"],
+                writer.yes_no(represented),
+                writer.yes_no(s.cancelled_at is not None),
+            ]
+            by_coop[kid].append((s.created_at, 1, row))
+
+    rows: list[list[Any]] = []
+    for coop in coops:
+        entries = sorted(by_coop.get(coop.id, []), key=lambda e: (e[0], e[1], e[2][5]))
+        rows.extend(row for _, _, row in entries)
+    return rows
+
+
+async def _kecamatan_in_scope(core: Core, kecamatan_id: int | None) -> list[tuple[int, str]]:
+    async with core.db.sessions() as session:
+        query = select(Kecamatan.id, Kecamatan.nama).order_by(Kecamatan.kode)
+        if kecamatan_id is not None:
+            query = query.where(Kecamatan.id == kecamatan_id)
+        return [(int(i), str(n)) for i, n in (await session.execute(query)).all()]
+
+
+def _save(book: Any, out: str | os.PathLike[str] | IO[bytes]) -> None:
+    if isinstance(out, str | os.PathLike):
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside the target and renamed, so a failed export leaves no half file.
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            book.save(partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return
+    book.save(out)
+
+
+async def export_xlsx(
+    core: Core,
+    periods: Sequence[Period],
+    out: str | os.PathLike[str] | IO[bytes],
+    kecamatan_id: int | None,
+    form: Form = MONTHLY_REPORT,
+) -> XlsxSummary:
+    """Write the workbook for the months (of one kecamatan, or all) to a path or a binary
+    buffer. Sheets: Laporan (a row per cooperative per month, by code then month), Kendala
+    (per month, kecamatan and obstacle: reports naming it, as the main one, solved or worse
+    since last month) and Riwayat (report notices decided in the
+    ledger and what the outbox made of them; summons whose meeting falls in the months,
+    with the answers)."""
+    from openpyxl import Workbook
+
+    months = sorted(set(periods))
+    if not months:
+        raise ValueError("no months to export")
+    keys = [p.key for p in months]
+    writer = _Writer(core, form)
+    lab = writer.lab
+    book = Workbook(write_only=True)
+    laporan = _Sheet(book, lab["sheet.laporan"], _laporan_columns(writer.m, form))
+    kendala = _Sheet(book, lab["sheet.kendala"], _kendala_columns(writer.m))
+    riwayat = _Sheet(book, lab["sheet.riwayat"], _riwayat_columns(writer.m))
+    summary = XlsxSummary(months=months)
+    # (month, kecamatan id, obstacle) -> reports naming it, as the main one, as solved since
+    # last month, as worse than last month.
+    chosen: Counter[tuple[str, int, str]] = Counter()
+    main: Counter[tuple[str, int, str]] = Counter()
+    solved: Counter[tuple[str, int, str]] = Counter()
+    worse: Counter[tuple[str, int, str]] = Counter()
+    received: Counter[tuple[str, int]] = Counter()
+    summons = await _summons_in(core, months)
+    after = ""
+    while True:
+        async with core.db.sessions() as session:
+            coops = await _coop_batch(session, kecamatan_id, after, BATCH)
+            if not coops:
+                break
+            after = coops[-1].kode
+            ids = [c.id for c in coops]
+            reports = await _reports(session, ids, keys)
+            history = await _history(session, writer, coops, keys, summons)
+        rows: list[list[Any]] = []
+        for coop in coops:
+            for key in keys:
+                report = reports.get((coop.id, key))
+                rows.append(writer.laporan(coop, key, report))
+                if report is None:
+                    continue
+                summary.reported += 1
+                summary.late += int(report.late)
+                received[(key, coop.kecamatan_id)] += 1
+                for counter, answer in (
+                    (chosen, "kendala"),
+                    (solved, "kendala_teratasi"),
+                    (worse, "kendala_memburuk"),
+                ):
+                    for code in report.answers.get(answer) or []:
+                        counter[(key, coop.kecamatan_id, code)] += 1
+                utama = main_obstacle(report.answers)
+                if utama:
+                    main[(key, coop.kecamatan_id, utama)] += 1
+        summary.koperasi += len(coops)
+        summary.rows += len(rows)
+        summary.history_rows += len(history)
+        # openpyxl is synchronous: the event loop keeps serving chats while a batch is written.
+        await asyncio.to_thread(laporan.append_rows, rows)
+        await asyncio.to_thread(riwayat.append_rows, history)
+
+    obstacle = form.field("kendala")
+    names = {code: option_label(writer.m, obstacle, code) for code in KENDALA}
+    districts = await _kecamatan_in_scope(core, kecamatan_id)
+    obstacle_rows = [
+        [
+            key,
+            kecamatan,
+            code,
+            names[code],
+            chosen[(key, kec_id, code)],
+            main[(key, kec_id, code)],
+            solved[(key, kec_id, code)],
+            worse[(key, kec_id, code)],
+            received[(key, kec_id)],
+        ]
+        for key in keys
+        for kec_id, kecamatan in districts
+        for code in KENDALA
+    ]
+    summary.obstacle_rows = len(obstacle_rows)
+    await asyncio.to_thread(kendala.append_rows, obstacle_rows)
+    for sheet in (laporan, kendala, riwayat):
+        sheet.finish()
+    await asyncio.to_thread(_save, book, out)
+    return summary
+
+
+async def write_xlsx(
+    core: Core,
+    periods: list[Period],
+    path_or_buffer: str | os.PathLike[str] | IO[bytes],
+    kecamatan_id: int | None,
+) -> int:
+    """The XLSX export (see `export_xlsx`); returns the rows of the Laporan sheet."""
+    return (await export_xlsx(core, periods, path_or_buffer, kecamatan_id)).rows
+
+
+# /ekspor ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Document:
+    """A file for the chat: its name, its bytes, and the caption shown under it."""
+
+    filename: str
+    content: bytes
+    caption: str
+
+
+def slug(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+async def officer_export(core: Core, actor: Actor, text: str | None) -> Document | list[Reply]:
+    """/ekspor [bulan]: the officer's workbook for one month, within their scope. The default
+    month is the one /rekap shows: the period being reported now, or the one before while its
+    report has not opened yet (so never a month that cannot have reports)."""
+    m = core.messages
+    officer = actor.officer
+    if officer is None:
+        return [Reply(m.render("ekspor_tidak_boleh"))]
+    now = core.clock.now()
+    tz = core.settings.tz
+    period = latest_period(core.settings, now)
+    if text:
+        parsed = parse_period(text, now, tz)
+        if parsed is None or parsed > Period.containing(now, tz):
+            return [
+                Reply(
+                    m.render(
+                        "ekspor_bulan_salah",
+                        text=text,
+                        future=parsed is not None,
+                        contoh=period.name(m.language),
+                    )
+                )
+            ]
+        period = parsed
+    buffer = BytesIO()
+    summary = await export_xlsx(core, [period], buffer, officer.kecamatan_id)
+    async with core.db.transaction() as session:
+        audit.record(
+            session,
+            at=now,
+            action="export.xlsx",
+            actor_label=actor.label,
+            actor_person_id=actor.person_id,
+            period=period.key,
+            kecamatan_id=officer.kecamatan_id,
+            rows=summary.rows,
+        )
+    filename = m.render(
+        "ekspor_nama_berkas",
+        periode=period.key,
+        wilayah=slug(officer.kecamatan) if officer.kecamatan else None,
+    )
+    caption = m.render(
+        "ekspor_terkirim",
+        periode=period.name(m.language),
+        wilayah=officer.kecamatan,
+        koperasi=summary.koperasi,
+        melapor=summary.reported,
+        terlambat=summary.late,
+        belum=summary.missing,
+        lembar=[export_labels(m)[f"sheet.{s}"] for s in ("laporan", "kendala", "riwayat")],
+    )
+    return Document(filename, buffer.getvalue(), caption)

@@ -388,16 +388,13 @@ async def test_last_months_obstacles_are_asked_about_before_this_months(
     review = (await chat.press("Selesai"))[-1]  # no photo
     assert "<b>Kendala bulan lalu yang sudah teratasi</b>: Modal terbatas" in review.text
     assert (
-        "<b>Kendala bulan lalu yang makin berat</b>: Kurang pendampingan/konsultasi"
-        in review.text
+        "<b>Kendala bulan lalu yang makin berat</b>: Kurang pendampingan/konsultasi" in review.text
     )
     await chat.press("Kirim")
     async with registry_loaded.db.sessions() as session:
         answers = (
             await session.scalars(
-                select(ReportRevision.answers)
-                .join(Report)
-                .where(Report.period == "2026-11")
+                select(ReportRevision.answers).join(Report).where(Report.period == "2026-11")
             )
         ).one()
     assert answers["kendala_lalu"] == ["MODAL", "PENDAMPINGAN"]

@@ -1,0 +1,30 @@
+"""/ekspor in Telegram: an officer's monthly workbook, sent as a document."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.ext import BaseHandler, CommandHandler
+
+from bot.export import Document, officer_export
+from handlers.common import PRIVATE, Context, actor_of, core_of, show_replies
+
+
+async def ekspor(update: Update, context: Context) -> None:
+    chat = update.effective_chat
+    assert chat is not None
+    actor = await actor_of(update, context)
+    if actor.officer is not None:
+        # Building the workbook takes a moment on a large registry; show that it is coming.
+        await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_DOCUMENT)
+    result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
+    if isinstance(result, Document):
+        await context.bot.send_document(
+            chat.id, document=result.content, filename=result.filename, caption=result.caption
+        )
+        return
+    await show_replies(update, context, result)
+
+
+def build_handlers() -> list[BaseHandler[Update, Context, None]]:
+    return [CommandHandler("ekspor", ekspor, filters=PRIVATE)]
