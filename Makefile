@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(PY) -m bot run
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
