@@ -103,7 +103,7 @@ def _local(moment: datetime, tz: ZoneInfo) -> datetime:
 # anyway): the accepted forms stay small, predictable and testable, and a full date such as
 # "27 Oktober 2026" is deliberately *not* a month (None), so the bot asks again.
 
-_MONTHS: dict[str, int] = {
+MONTH_NAMES: dict[str, int] = {
     name: number
     for number, names in enumerate(
         (
@@ -212,7 +212,7 @@ def _count(word: str) -> int | None:
 
 
 def _named(match: re.Match[str], current: Period) -> Period | None:
-    month = _MONTHS.get(match["name"])
+    month = MONTH_NAMES.get(match["name"])
     if month is None:
         return None
     if match["year"] is not None:

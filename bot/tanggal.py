@@ -36,6 +36,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
+from bot.periods import MONTH_NAMES
 from messages import zone_abbr
 
 
@@ -61,27 +62,8 @@ class MomentError(Enum):
 
 WEEKDAY_NAMES = ("Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu")
 
-_MONTHS: dict[str, int] = {
-    name: number
-    for number, names in enumerate(
-        (
-            "januari jan january",
-            "februari pebruari feb peb february",
-            "maret mar march",
-            "april apr",
-            "mei may",
-            "juni jun june",
-            "juli jul july",
-            "agustus agu agt ags agus agust august aug",
-            "september sep sept",
-            "oktober okt october oct",
-            "november nopember nov nop",
-            "desember des december dec",
-        ),
-        start=1,
-    )
-    for name in names.split()
-}
+# Month names and abbreviations as people type them, shared with the month reader.
+_MONTHS = MONTH_NAMES
 
 _WEEKDAYS: dict[str, int] = {
     name: number
