@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from typing import Any
 
 from telegram import Bot, BotCommandScopeAllPrivateChats, Update
+from telegram import error as telegram_errors
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 from bot.core import Core
+from bot.flood import FloodGate
+from bot.ops import Incident, OpsAlerts, database_unavailable, error_type, new_incident_id
 from bot.panggil import PanggilService
 from bot.reminders import next_wake, tick
 from bot.reports import ReportService
@@ -21,6 +26,7 @@ from bot.tindak import TindakService
 from handlers import (
     ekspor,
     fallback,
+    flood,
     koperasi,
     onboarding,
     panggil,
@@ -42,9 +48,74 @@ LOCAL_TOKEN = "7000000001:local-simulator"  # noqa: S105 - not a secret
 App = Application[Any, Any, Any, Any, Any, Any]
 
 
+# Where the error handler finds the ops alerts (one per process: it remembers what it queued).
+OPS_ALERTS = "ops"
+_LOGGED_UPDATE_LENGTH = 2000
+
+
+def install_guards(app: App) -> None:
+    """The ops alerts, and flood control when the bot talks to Telegram (the simulator has one
+    person at the keyboard, and the fast tests drive updates far faster than anyone types; they
+    install a gate with their own clock where they test it)."""
+    core: Core = app.bot_data["core"]
+    app.bot_data.setdefault(OPS_ALERTS, OpsAlerts(core))
+    if core.settings.telegram_bot_token is not None:
+        app.bot_data.setdefault(flood.BOT_DATA_KEY, FloodGate())
+
+
+def describe_update(update: object) -> str:
+    """The update as JSON for the log (shortened), or its repr when it is not an Update."""
+    if isinstance(update, Update):
+        text = json.dumps(update.to_dict(), ensure_ascii=False, default=str)
+    else:
+        text = repr(update)
+    if len(text) > _LOGGED_UPDATE_LENGTH:
+        text = text[:_LOGGED_UPDATE_LENGTH] + "…"
+    return text
+
+
+def update_source(update: object, context: ContextTypes.DEFAULT_TYPE) -> tuple[str, str]:
+    """What the bot was handling, for the ops alert: a command, a button's prefix, a job; never
+    what the person wrote."""
+    if not isinstance(update, Update):
+        job = context.job
+        return ("job", job.name or "") if job is not None else ("other", "")
+    if update.callback_query is not None:
+        data = update.callback_query.data or ""
+        prefix, colon, _ = data.partition(":")
+        return "button", (prefix + colon)[:20]
+    message = update.effective_message
+    if message is not None and message.text and message.text.startswith("/"):
+        return "command", message.text.split()[0].split("@")[0][:32]
+    if update.edited_message is not None:
+        return "edited", ""
+    if message is not None:
+        return "message", ""
+    return "other", ""
+
+
+async def apologise(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, template: str, incident_id: str
+) -> None:
+    """Stop the button's spinner and tell the person in a private chat; never raises."""
+    if update.callback_query is not None:
+        with contextlib.suppress(Exception):  # already answered, or too old to answer
+            await update.callback_query.answer()
+    chat = update.effective_chat
+    if chat is None or chat.type != chat.PRIVATE:
+        return
+    try:
+        await reply(update, context, template, kode=incident_id)
+    except Exception:  # the apology must never raise out of the error handler
+        log.exception("Incident %s: could not tell the user", incident_id)
+
+
 def register_handlers(app: App) -> None:
-    """All handlers in one visible place. Order matters: group chats are turned away first,
+    """All handlers in one visible place. Order matters: flood control sees every update first
+    (group -1; it stops the update when someone sends too fast), group chats are turned away,
     then the features, then the fallbacks that answer whatever was left."""
+    install_guards(app)
+    app.add_handlers(flood.build_handlers(), group=-1)
     app.add_handlers(fallback.build_group_handlers(), group=0)
     app.add_handlers(onboarding.build_handlers(), group=0)
     app.add_handlers(report.build_handlers(), group=0)
@@ -139,16 +210,40 @@ async def send_due_with(core: Core, bot: Bot) -> SendStats:
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    log.error("Error while handling %r", update, exc_info=context.error)
-    if (
-        isinstance(update, Update)
-        and update.effective_chat
-        and update.effective_chat.type == "private"
-    ):
-        try:
-            await reply(update, context, "error_generic")
-        except Exception:  # the apology must never raise out of the error handler
-            log.exception("Could not tell the user about the error")
+    """Every exception a handler or job let through. It is logged with the update and a short
+    incident id; the person (private chat) is told that id, or to try again shortly when the
+    database was briefly away (the transaction was rolled back, the pool reconnects by itself);
+    officers with the ops flag get one alert per error type per 10 minutes, via the outbox."""
+    error = context.error
+    if error is None:
+        return
+    if isinstance(error, telegram_errors.Forbidden):
+        # The person blocked the bot while it answered: nobody to tell, nothing to fix.
+        log.info("A chat refused an answer (%s) while handling %s", error, describe_update(update))
+        return
+    incident_id = new_incident_id()
+    database = database_unavailable(error)
+    if database:
+        log.warning(
+            "Incident %s: database unavailable while handling %s",
+            incident_id,
+            describe_update(update),
+            exc_info=error,
+        )
+    else:
+        log.error(
+            "Incident %s: unexpected error while handling %s",
+            incident_id,
+            describe_update(update),
+            exc_info=error,
+        )
+    if isinstance(update, Update):
+        template = "error_db_unavailable" if database else "error_generic"
+        await apologise(update, context, template, incident_id)
+    alerts = context.bot_data.get(OPS_ALERTS)
+    if isinstance(alerts, OpsAlerts):
+        source, detail = update_source(update, context)
+        await alerts.alert(Incident(incident_id, error_type(error), database, source, detail))
 
 
 def build_application(core: Core, request: BaseRequest | None = None) -> App:
@@ -196,6 +291,88 @@ def run_polling(core: Core) -> None:
         raise StartupError("token", str(exc)) from None
     except NetworkError as exc:
         raise StartupError("network", str(exc)) from None
+
+
+def run_webhook(core: Core) -> None:
+    """Run on Telegram with a webhook (`run --webhook`) until SIGTERM or SIGINT."""
+    try:
+        asyncio.run(serve_webhook(core))
+    except InvalidToken as exc:
+        raise StartupError("token", str(exc)) from None
+    except NetworkError as exc:
+        raise StartupError("network", str(exc)) from None
+
+
+async def serve_webhook(core: Core, stop: asyncio.Event | None = None) -> None:
+    """Serve the webhook until `stop` is set (by default on SIGTERM or SIGINT).
+
+    The same life cycle as PTB's run_polling: initialize, post_init (the command menu, the
+    scheduler and the outbox sender), the server and setWebhook, start; on the way out the
+    server stops taking requests before the Application finishes what it was given, then
+    post_stop stops the sender.
+    """
+    # Imported here: polling needs neither tornado nor these.
+    import signal
+
+    from telegram.error import BadRequest, Forbidden, TelegramError
+
+    from handlers.webhook import WebhookServer
+
+    settings = core.settings
+    settings.check_webhook()
+    assert settings.webhook_url is not None
+    assert settings.webhook_secret is not None
+    secret = settings.webhook_secret.get_secret_value()
+    loop = asyncio.get_running_loop()
+    signals: tuple[signal.Signals, ...] = ()
+    if stop is None:
+        stop = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+    app = build_application(core)
+    server = WebhookServer(app, settings.webhook_path, secret)
+    try:
+        try:
+            await app.initialize()
+        except TelegramError:
+            await app.bot.shutdown()
+            raise
+        try:
+            if app.post_init is not None:
+                await app.post_init(app)
+            host, port = settings.webhook_address
+            try:
+                server.listen(host, port)
+            except OSError as exc:
+                raise StartupError("listen", f"{settings.webhook_listen}: {exc.strerror}") from None
+            try:
+                # The webhook stays set when the bot stops: Telegram keeps the updates that
+                # arrive meanwhile and delivers them once the bot is back.
+                await app.bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=secret,
+                    allowed_updates=Update.ALL_TYPES,
+                    drop_pending_updates=False,
+                )
+            except (BadRequest, Forbidden) as exc:  # e.g. "Bad webhook: ..." from Telegram
+                raise StartupError("webhook", exc.message) from None
+            await app.start()
+            log.info(
+                "Webhook %s set; listening on %s", settings.webhook_url, settings.webhook_listen
+            )
+            await stop.wait()
+        finally:
+            await server.stop()
+            if app.running:
+                await app.stop()
+                if app.post_stop is not None:
+                    await app.post_stop(app)
+            await stop_background(app)  # when stopped between post_init and start
+            await app.shutdown()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def bot_username(core: Core) -> str:

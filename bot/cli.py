@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     add.add_argument("--kecamatan", help="scope to one kecamatan (default: the whole city)")
     add.add_argument("--can-broadcast", action="store_true", help="may send summons")
+    add.add_argument(
+        "--ops", action="store_true", help="is alerted when the bot fails (ops alerts)"
+    )
     osub.add_parser("list", help="list officers")
 
     exp = sub.add_parser(
@@ -95,8 +98,15 @@ def _parser() -> argparse.ArgumentParser:
         help="only queue; leave sending to the running bot",
     )
     run = sub.add_parser("run", help="start the bot (Telegram if a token is set, else simulator)")
-    run.add_argument(
+    how = run.add_mutually_exclusive_group()
+    how.add_argument(
         "--simulator", action="store_true", help="the local simulator even with a token"
+    )
+    how.add_argument(
+        "--webhook",
+        action="store_true",
+        help="receive updates by webhook instead of long polling: Telegram POSTs to "
+        "WEBHOOK_URL, served on WEBHOOK_LISTEN, each request checked against WEBHOOK_SECRET",
     )
     sub.add_parser("simulate", help="start the local chat simulator")
     send = sub.add_parser(
@@ -136,14 +146,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     messages = Messages(settings.language, settings.tz)
     command = args.command
+    webhook = command == "run" and args.webhook
+    if webhook:
+        try:
+            settings.check_webhook()
+        except ConfigError as exc:
+            print(messages.render("cli_config_error", error=str(exc)), file=sys.stderr)
+            return 2
     if command in ("init", "run", "simulate"):
         migrate.upgrade(settings.database_url)
     if command == "run" and settings.telegram_bot_token and not args.simulator:
-        from bot.app import StartupError, run_polling
+        from bot.app import StartupError, run_polling, run_webhook
 
-        print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
+        if webhook:
+            print(
+                messages.render(
+                    "cli_run_webhook",
+                    url=settings.webhook_url,
+                    listen=settings.webhook_listen,
+                    database=_shown(settings),
+                ),
+                file=sys.stderr,
+            )
+        else:
+            print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
         try:
-            run_polling(Core.create(settings))
+            (run_webhook if webhook else run_polling)(Core.create(settings))
         except StartupError as exc:
             print(
                 messages.render(
@@ -279,6 +307,7 @@ async def _officer(core: Core, args: argparse.Namespace) -> int:
             nama=args.name,
             kecamatan=args.kecamatan,
             can_broadcast=args.can_broadcast,
+            ops=args.ops,
             actor="cli:officer",
         )
     except officers.OfficerError as exc:

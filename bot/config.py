@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/koperasi.db"
+OFFICIAL_API_BASE_URL = "https://api.telegram.org"
+# What Telegram accepts as a webhook's secret_token (setWebhook).
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class ConfigError(Exception):
@@ -49,6 +54,11 @@ class Settings(BaseSettings):
     # Who signs the city's summons (the letter's closing).
     summons_signer: str = "Wali Kota Serang"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `run --webhook`: Telegram POSTs updates to WEBHOOK_URL (TLS ends at a reverse proxy in
+    # front), which forwards them to WEBHOOK_LISTEN; each request must carry WEBHOOK_SECRET.
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1:8443"
+    webhook_secret: SecretStr | None = None
 
     @field_validator("telegram_bot_token", mode="before")
     @classmethod
@@ -95,6 +105,16 @@ class Settings(BaseSettings):
             raise ValueError("REPORT_OPEN_DAY: must not be after REPORT_DEADLINE_DAY")
         if self.send_window_start >= self.send_window_end:
             raise ValueError("SEND_WINDOW_START: must be before SEND_WINDOW_END")
+        # Telegram delivers webhooks over HTTPS only; a local Bot API server also takes http.
+        if (
+            self.webhook_url is not None
+            and not self.webhook_url.startswith("https://")
+            and self.telegram_api_base_url == OFFICIAL_API_BASE_URL
+        ):
+            raise ValueError(
+                "WEBHOOK_URL: Telegram needs an https:// URL (TLS may end at a reverse proxy "
+                "that forwards to WEBHOOK_LISTEN)"
+            )
         return self
 
     @field_validator("telegram_api_base_url")
@@ -128,6 +148,42 @@ class Settings(BaseSettings):
             raise ValueError("use sqlite:///path/to.db or postgresql://user@host:port/name")
         return value
 
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("expected the public URL, e.g. https://bot.example.go.id/telegram")
+        if parts.query or parts.fragment:
+            raise ValueError("give the URL without ?query or #fragment")
+        return value
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        value = value.strip()
+        _split_listen(value)
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _secret(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            # The message never repeats the value: it is a secret.
+            if not WEBHOOK_SECRET_PATTERN.fullmatch(value):
+                raise ValueError(
+                    "use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (as Telegram requires)"
+                )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -146,6 +202,26 @@ class Settings(BaseSettings):
         return timedelta(days=self.invite_ttl_days)
 
     @property
+    def webhook_address(self) -> tuple[str, int]:
+        """WEBHOOK_LISTEN as (host, port)."""
+        return _split_listen(self.webhook_listen)
+
+    @property
+    def webhook_path(self) -> str:
+        """The path of WEBHOOK_URL, which the webhook server answers on."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
+    def check_webhook(self) -> None:
+        """`run --webhook` needs the token, the URL and the secret: say which one is missing."""
+        for name, value in (
+            ("TELEGRAM_BOT_TOKEN", self.telegram_bot_token),
+            ("WEBHOOK_URL", self.webhook_url),
+            ("WEBHOOK_SECRET", self.webhook_secret),
+        ):
+            if value is None:
+                raise ConfigError(f"{name}: required for `run --webhook`")
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -157,6 +233,15 @@ class Settings(BaseSettings):
         if not path or path == ":memory:":
             return None
         return Path(path)
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    """host:port as (host, port): 127.0.0.1:8443, 0.0.0.0:8443, [::1]:8443."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8443")
+    return host, int(port)
 
 
 def load_settings(**overrides: object) -> Settings:

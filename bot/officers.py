@@ -1,4 +1,5 @@
-"""City officers: registration with a scope (city-wide or one kecamatan) and broadcast rights."""
+"""City officers: registration with a scope (city-wide or one kecamatan), broadcast rights, and
+whether they are told about the bot's own failures (ops)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class OfficerSaved:
     nama: str
     kecamatan: str | None
     can_broadcast: bool
+    ops: bool = False
 
 
 async def add_officer(
@@ -37,6 +39,7 @@ async def add_officer(
     kecamatan: str | None,
     can_broadcast: bool,
     actor: str,
+    ops: bool = False,
 ) -> OfficerSaved:
     """Register (or update) the officer reached at this Telegram id."""
     telegram_id = telegram_id.strip()
@@ -63,6 +66,7 @@ async def add_officer(
             session.add(officer)
         officer.kecamatan_id = kecamatan_id
         officer.can_broadcast = can_broadcast
+        officer.ops = ops
         officer.active = True
         await session.flush()
         audit.record(
@@ -75,8 +79,9 @@ async def add_officer(
             person_id=person.id,
             kecamatan=kecamatan_nama,
             can_broadcast=can_broadcast,
+            ops=ops,
         )
-    return OfficerSaved(created, nama, kecamatan_nama, can_broadcast)
+    return OfficerSaved(created, nama, kecamatan_nama, can_broadcast, ops)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class OfficerRow:
     kecamatan: str | None
     can_broadcast: bool
     active: bool
+    ops: bool = False
 
 
 async def list_officers(core: Core) -> list[OfficerRow]:
@@ -110,6 +116,7 @@ async def list_officers(core: Core) -> list[OfficerRow]:
             kecamatan=o.kecamatan.nama if o.kecamatan else None,
             can_broadcast=o.can_broadcast,
             active=o.active,
+            ops=o.ops,
         )
         for o in officers
     ]

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -18,7 +18,17 @@ from bot import audit
 from bot.core import Core
 from bot.identity import Actor, get_or_create_person, identify
 from bot.names import normalize
-from storage.models import AuditLog, BoardMember, Invite, Jabatan, Kelurahan, Koperasi
+from bot.rsvp import RSVP_PROMPTS
+from storage.models import (
+    AuditLog,
+    BoardMember,
+    ChatPrompt,
+    Invite,
+    Jabatan,
+    Kelurahan,
+    Koperasi,
+    ReportDraft,
+)
 
 # No 0/O, 1/I/L: codes are read aloud and typed from paper.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -255,4 +265,12 @@ async def unlink(core: Core, actor: Actor) -> bool:
             jabatan_id=member.jabatan_id,
         )
         await session.delete(member)
+        # What they had open for the cooperative goes with the link: no "draft expired" notice
+        # or delegate question later reaches someone who left.
+        await session.execute(delete(ReportDraft).where(ReportDraft.person_id == actor.person_id))
+        await session.execute(
+            delete(ChatPrompt).where(
+                ChatPrompt.person_id == actor.person_id, ChatPrompt.kind.in_(RSVP_PROMPTS)
+            )
+        )
     return True

@@ -20,7 +20,7 @@ from bot.core import Core
 from bot.identity import Actor
 from bot.periods import open_periods
 from bot.registry import find_koperasi
-from bot.replies import Buttons, Reply
+from bot.replies import Buttons, Reply, action_id
 from bot.summons import Spec, SummonsError, Target
 from bot.tanggal import Moment, parse_moment_text
 from storage.models import Kecamatan, SummonsDraft
@@ -172,9 +172,10 @@ class PanggilService:
             return await self._ask(session, draft, actor)
         if verb == "sasaran" and draft.step == "sasaran" and argument in TARGET_KINDS:
             return await self._target_kind(session, draft, actor, argument)
-        if verb == "kec" and draft.step == "pilih_kecamatan" and argument.isdigit():
+        picked = action_id(argument)
+        if verb == "kec" and draft.step == "pilih_kecamatan" and picked is not None:
             chosen = set((draft.pending or {}).get("kecamatan_ids", []))
-            chosen ^= {int(argument)}
+            chosen ^= {picked}
             draft.pending = {"kecamatan_ids": sorted(chosen)}
             return [await self._kecamatan_question(session, draft, actor, replace=True)]
         if verb == "kec_selesai" and draft.step == "pilih_kecamatan":
@@ -188,8 +189,8 @@ class PanggilService:
             return await self._set_target(
                 session, draft, actor, Target("not_reported", period=argument)
             )
-        if verb == "kop" and draft.step == "pilih_koperasi" and argument.isdigit():
-            return await self._add_koperasi(session, draft, actor, [int(argument)])
+        if verb == "kop" and draft.step == "pilih_koperasi" and picked is not None:
+            return await self._add_koperasi(session, draft, actor, [picked])
         if verb == "kop_selesai" and draft.step == "pilih_koperasi":
             picked = (draft.pending or {}).get("koperasi_ids", [])
             if not picked:

@@ -15,7 +15,7 @@ from bot.laporan import MONTHLY_REPORT, main_obstacle
 from bot.periods import Period
 from bot.registry import KoperasiInfo, find_koperasi
 from bot.rekap import latest_period
-from bot.replies import Buttons, Reply
+from bot.replies import Buttons, Reply, action_id
 from bot.reports import option_label
 from storage.models import (
     BoardMember,
@@ -196,9 +196,9 @@ def _choices(core: Core, query: str, found: list[KoperasiInfo]) -> Reply:
 async def on_choice(core: Core, actor: Actor, data: str) -> list[Reply]:
     """A pressed match button: the data only names a cooperative, the scope is checked again."""
     stale = [Reply(core.messages.render("stale_button"), alert=True)]
-    if not data.isdigit():
+    koperasi_id = action_id(data)
+    if koperasi_id is None:
         return stale
-    koperasi_id = int(data)
     async with core.db.sessions() as session:
         kecamatan = await _kecamatan_of(session, [koperasi_id])
         if koperasi_id not in kecamatan or not may_see(actor, koperasi_id, kecamatan[koperasi_id]):

@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 
 Buttons = list[list[tuple[str, str]]]
 
+# Row ids are 32-bit integers on PostgreSQL; nine digits always fit.
+_ID_DIGITS = 9
+
+
+def action_id(text: str) -> int | None:
+    """The row id a button's action names, or None when it is not one: only ASCII digits that
+    fit a database integer ("²".isdigit() is true, and a forged 20-digit id would make
+    PostgreSQL refuse the query)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > _ID_DIGITS:
+        return None
+    return int(text)
+
 
 @dataclass
 class Reply:

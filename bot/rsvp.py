@@ -27,7 +27,7 @@ from bot.config import Settings
 from bot.core import Core
 from bot.identity import Actor, OfficerScope
 from bot.outbox import Outgoing, cancel_topic, enqueue, sending_window
-from bot.replies import Buttons, Reply
+from bot.replies import Buttons, Reply, action_id
 from bot.summons import PRIORITY, RSVP_PREFIX, Reach, Recipient, reach, rsvp_buttons
 from bot.tanggal import Moment, parse_moment_text
 from storage.models import (
@@ -445,9 +445,9 @@ async def on_action(core: Core, actor: Actor, data: str) -> list[Reply]:
     kirim, batalkan, batalkan_ya, urung (officers).
     """
     number, _, verb = data.removeprefix(RSVP_PREFIX).partition(":")
-    if not number.isdigit() or len(number) > 9 or not verb:
+    summons_id = action_id(number)
+    if summons_id is None or not verb:
         return _stale(core)
-    summons_id = int(number)
     if verb in {a.value for a in RsvpAnswer}:
         return await answer(core, actor, summons_id, RsvpAnswer(verb))
     if verb not in OFFICER_VERBS:

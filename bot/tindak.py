@@ -16,7 +16,7 @@ from bot.identity import Actor
 from bot.laporan import KENDALA, MONTHLY_REPORT
 from bot.periods import Period
 from bot.registry import find_koperasi
-from bot.replies import Reply
+from bot.replies import Reply, action_id
 from bot.reports import option_label
 from storage.models import (
     ChatPrompt,
@@ -70,12 +70,13 @@ class TindakService:
         if actor.officer is None:
             return [self._reply("tangani_tidak_boleh", alert=True)]
         async with self.core.db.transaction() as session:
-            if len(parts) == 2 and parts[0] == "kop" and parts[1].isdigit():
-                if not await self._in_scope(session, actor, int(parts[1])):
+            chosen = action_id(parts[1]) if len(parts) > 1 else None
+            if len(parts) == 2 and parts[0] == "kop" and chosen is not None:
+                if not await self._in_scope(session, actor, chosen):
                     return [self._reply("stale_button", alert=True)]
-                return [await self._obstacles(session, actor, int(parts[1]))]
-            if len(parts) == 3 and parts[0] == "k" and parts[1].isdigit() and parts[2] in KENDALA:
-                koperasi_id, code = int(parts[1]), parts[2]
+                return [await self._obstacles(session, actor, chosen)]
+            if len(parts) == 3 and parts[0] == "k" and chosen is not None and parts[2] in KENDALA:
+                koperasi_id, code = chosen, parts[2]
                 if not await self._in_scope(session, actor, koperasi_id):
                     return [self._reply("stale_button", alert=True)]
                 assert actor.person_id is not None

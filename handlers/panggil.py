@@ -6,6 +6,7 @@ from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot.panggil import PanggilService
+from bot.replies import action_id
 from handlers import fallback
 from handlers.common import PRIVATE, Context, actor_of, show_replies
 
@@ -27,11 +28,12 @@ async def button(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None
     draft, _, action = (query.data or "").removeprefix(CALLBACK_PREFIX).partition(":")
-    if not draft.isdigit() or not action:
+    draft_id = action_id(draft)
+    if draft_id is None or not action:
         await fallback.stale_button(update, context)
         return
     actor = await actor_of(update, context)
-    replies = await service(context).on_action(actor, int(draft), action)
+    replies = await service(context).on_action(actor, draft_id, action)
     await show_replies(update, context, replies, CALLBACK_PREFIX)
 
 

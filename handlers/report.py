@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.replies import Reply
+from bot.replies import Reply, action_id
 from bot.reports import ReportService
 from handlers import fallback
 from handlers.common import PRIVATE, Context, actor_of, show_replies
@@ -48,11 +48,12 @@ async def button(update: Update, context: Context) -> None:
     assert query is not None
     data = (query.data or "").removeprefix(CALLBACK_PREFIX)
     draft, _, action = data.partition(":")
-    if not draft.isdigit() or not action:
+    draft_id = action_id(draft)
+    if draft_id is None or not action:
         await fallback.stale_button(update, context)
         return
     actor = await actor_of(update, context)
-    await show(update, context, await service(context).on_action(actor, int(draft), action))
+    await show(update, context, await service(context).on_action(actor, draft_id, action))
 
 
 async def start_button(update: Update, context: Context) -> None:

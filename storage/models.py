@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -189,6 +190,8 @@ class Officer(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), unique=True)
     kecamatan_id: Mapped[int | None] = mapped_column(ForeignKey("kecamatan.id"))
     can_broadcast: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Told about the bot's own failures (ops alerts through the outbox).
+    ops: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
 

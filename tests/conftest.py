@@ -8,13 +8,14 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from bot.app import build_application
@@ -26,6 +27,14 @@ from handlers.local_api import LocalBotAPI, LocalChat, LocalUser
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Base
+
+# Hypothesis: "default" keeps `make test` quick; `HYPOTHESIS_PROFILE=nightly make test` runs
+# sixty times the examples (tests/test_fuzz.py scales its own count from these).
+hypothesis_settings.register_profile(
+    "default", max_examples=100, deadline=timedelta(seconds=2), print_blob=True
+)
+hypothesis_settings.register_profile("nightly", max_examples=6000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 WIB = ZoneInfo("Asia/Jakarta")
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

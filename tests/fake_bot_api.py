@@ -8,7 +8,9 @@
 
 Every call is recorded (`calls`, `attempts` for sendMessage) with its arrival time on
 `time.monotonic()`, so tests can measure pacing. Faults are scripted per chat or per number of
-the sendMessage call (1-based) and are used up in the order they were added. Kinds:
+the sendMessage call (1-based) and are used up in the order they were added. They apply to
+sendMessage unless `method` names another method (or None: any method), and with `params` only
+to calls with those parameters (e.g. getUpdates with {"offset": 7}). Kinds:
 
     retry_after   429 with parameters.retry_after = `retry_after`
     blocked       403 Forbidden: bot was blocked by the user
@@ -19,20 +21,43 @@ the sendMessage call (1-based) and are used up in the order they were added. Kin
     server_error  500 Internal Server Error
     bad_gateway   502 Bad Gateway
     timeout       no answer for `delay` seconds, then the connection is closed; not delivered
+    dropped       the connection is closed at once, without an answer; not delivered
     slow          delivered, but answered only after `delay` seconds (a client that gave up
                   has sent a message it thinks failed)
 
-getMe, getUpdates (updates given to `push_update`, else empty after a short wait),
-setMyCommands, deleteWebhook and any other method answer ok.
+Enough of the Bot API to run the real bot over HTTP, in polling and in webhook mode:
+
+- getMe; setMyCommands (kept in `commands`); getWebhookInfo; anything else answers `true`.
+- sendMessage, sendPhoto, sendDocument (multipart uploads: `params["_files"]` holds
+  {field: (file name, bytes)}), editMessageText, editMessageReplyMarkup: the chat's messages are
+  kept as Telegram shows them after edits (`messages`, `chat_messages`), so a test can press the
+  buttons the bot last showed. Editing a message that does not exist, or to exactly what it
+  already shows, gets Telegram's 400.
+- answerCallbackQuery is recorded (`answers`).
+- Updates come from `push_update` (or a `FakeUser`'s `send`/`press`). getUpdates long-polls:
+  with `timeout` it waits until an update is pushed or the timeout passes (without one it waits
+  `poll_wait`). An update is confirmed, and never given again, once getUpdates is called with a
+  higher `offset`, as Telegram does; until then a restarted bot gets it again.
+- setWebhook records the URL, the secret token and the allowed updates (`webhook`); from then on
+  getUpdates answers 409, and pushed updates are POSTed to the URL, in order, one at a time,
+  with the secret in X-Telegram-Bot-Api-Secret-Token; an answer other than 2xx is retried after
+  `webhook_retry` seconds. Every attempt is in `deliveries`. Like Telegram, setWebhook takes
+  https URLs only: `forward_webhooks(origin)` makes the fake stand in for the reverse proxy
+  that ends TLS in front of the bot, sending the URL's path to `origin` (http://127.0.0.1:port).
+  deleteWebhook goes back to getUpdates (with drop_pending_updates, forgets what is pending).
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import http.client
 import itertools
 import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -42,6 +67,9 @@ from urllib.parse import parse_qsl, urlsplit
 TOKEN = "123456:TESTTOKEN"
 BOT_ID = 123456
 BOT_USERNAME = "kmp_test_bot"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# What Telegram accepts as setWebhook's secret_token.
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 FAULT_KINDS = frozenset(
     {
@@ -54,9 +82,12 @@ FAULT_KINDS = frozenset(
         "server_error",
         "bad_gateway",
         "timeout",
+        "dropped",
         "slow",
     }
 )
+# Methods whose answer is a new message in the chat, and what its content is called.
+SENDS = {"sendMessage": "text", "sendPhoto": "photo", "sendDocument": "document"}
 
 
 @dataclass
@@ -77,11 +108,18 @@ class Call:
 
     @property
     def text(self) -> str:
-        return str(self.params.get("text", ""))
+        return str(self.params.get("text", self.params.get("caption", "")))
 
     @property
     def delivered(self) -> bool:
         return self.answer in ("ok", "slow")
+
+    @property
+    def buttons(self) -> list[list[dict[str, Any]]]:
+        markup = self.params.get("reply_markup")
+        if isinstance(markup, dict):
+            return list(markup.get("inline_keyboard") or [])
+        return []
 
 
 @dataclass
@@ -94,14 +132,49 @@ class Fault:
     migrate_to: int | None = None
     delay: float = 1.0
     description: str | None = None
+    method: str | None = "sendMessage"  # None: any method
+    params: dict[str, Any] | None = None  # only calls with these parameters
     used: int = field(default=0)
 
-    def matches(self, chat_id: str | None, number: int) -> bool:
+    def matches(
+        self,
+        chat_id: str | None,
+        number: int,
+        method: str = "sendMessage",
+        params: dict[str, Any] | None = None,
+    ) -> bool:
         if self.times is not None and self.used >= self.times:
+            return False
+        if self.method is not None and self.method != method:
+            return False
+        if self.params is not None and any(
+            (params or {}).get(name) != value for name, value in self.params.items()
+        ):
             return False
         if self.chat_id is not None and self.chat_id != chat_id:
             return False
         return self.call is None or self.call == number
+
+
+@dataclass
+class Webhook:
+    """What setWebhook registered."""
+
+    url: str
+    secret_token: str | None
+    allowed_updates: list[str] | None
+    at: float
+
+
+@dataclass
+class Delivery:
+    """One POST of an update to the webhook: `status` 0 when no HTTP answer came."""
+
+    update_id: int
+    url: str
+    status: int
+    at: float
+    error: str = ""
 
 
 class FakeBotAPI(ThreadingHTTPServer):
@@ -110,18 +183,32 @@ class FakeBotAPI(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, token: str = TOKEN, *, poll_wait: float = 0.2) -> None:
+    def __init__(
+        self, token: str = TOKEN, *, poll_wait: float = 0.2, webhook_retry: float = 0.2
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.token = token
         self.poll_wait = poll_wait
+        self.webhook_retry = webhook_retry
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.updates: list[dict[str, Any]] = []
+        self.messages: dict[tuple[str, int], dict[str, Any]] = {}
+        self.commands: list[dict[str, Any]] = []
+        self.webhook: Webhook | None = None
+        self.webhooks: list[Webhook] = []  # every setWebhook, in order
+        self.deliveries: list[Delivery] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._message_ids = itertools.count(1001)
         self._update_ids = itertools.count(1)
         self._send_numbers = itertools.count(1)
+        self._confirmed = 0  # updates below this id were confirmed (or delivered by webhook)
+        self._forward: str | None = None
+        self._poll_allowed: list[str] | None = None  # the last getUpdates' allowed_updates
+        self._closing = False
         self._thread: threading.Thread | None = None
+        self._delivery: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -134,13 +221,21 @@ class FakeBotAPI(ThreadingHTTPServer):
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
+        self._delivery = threading.Thread(target=self._deliver_webhooks, daemon=True)
+        self._delivery.start()
         return self
 
     def stop(self) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         if self._thread is not None:
             self.shutdown()
             self._thread.join()
             self._thread = None
+        if self._delivery is not None:
+            self._delivery.join(timeout=15)
+            self._delivery = None
         self.server_close()
 
     def __enter__(self) -> FakeBotAPI:
@@ -167,8 +262,10 @@ class FakeBotAPI(ThreadingHTTPServer):
         migrate_to: int | None = None,
         delay: float = 1.0,
         description: str | None = None,
+        method: str | None = "sendMessage",
+        params: dict[str, Any] | None = None,
     ) -> Fault:
-        """Answer the matching sendMessage calls with a fault, `times` times (None: always)."""
+        """Answer the matching calls of `method` with a fault, `times` times (None: always)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
         if kind == "migrate" and migrate_to is None:
@@ -182,25 +279,37 @@ class FakeBotAPI(ThreadingHTTPServer):
             migrate_to=migrate_to,
             delay=delay,
             description=description,
+            method=method,
+            params=params,
         )
         with self._lock:
             self.faults.append(fault)
         return fault
 
     def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
-        """Queue an update for getUpdates; `update_id` is filled in when missing."""
-        with self._lock:
+        """Queue an update for getUpdates or the webhook; `update_id` is filled in when missing."""
+        with self._changed:
             update = {"update_id": next(self._update_ids), **update}
             self.updates.append(update)
+            self._changed.notify_all()
         return update
+
+    def forward_webhooks(self, origin: str) -> None:
+        """Deliver webhooks to `origin` (e.g. http://127.0.0.1:8443) instead of the URL's host,
+        as the reverse proxy that ends TLS in front of the bot does."""
+        with self._changed:
+            self._forward = origin.rstrip("/")
+            self._changed.notify_all()
+
+    def user(self, user_id: int, first_name: str, last_name: str | None = None) -> FakeUser:
+        return FakeUser(self, user_id, first_name, last_name)
 
     # -- what happened ------------------------------------------------------------------------
 
     @property
     def attempts(self) -> list[Call]:
         """Every sendMessage call, in order of arrival, whatever it was answered."""
-        with self._lock:
-            return [call for call in self.calls if call.method == "sendMessage"]
+        return self.calls_of("sendMessage")
 
     @property
     def sent(self) -> list[Call]:
@@ -214,26 +323,324 @@ class FakeBotAPI(ThreadingHTTPServer):
         with self._lock:
             return [call.method for call in self.calls]
 
+    def calls_of(self, *methods: str) -> list[Call]:
+        with self._lock:
+            return [call for call in self.calls if call.method in methods]
+
+    @property
+    def answers(self) -> list[Call]:
+        """answerCallbackQuery calls."""
+        return self.calls_of("answerCallbackQuery")
+
+    def chat_messages(self, chat_id: int | str) -> list[dict[str, Any]]:
+        """The bot's messages in a chat as they look now (after edits), oldest first."""
+        with self._lock:
+            return [m for (chat, _), m in sorted(self.messages.items()) if chat == str(chat_id)]
+
+    def last_with_buttons(self, chat_id: int | str) -> dict[str, Any] | None:
+        found = [m for m in self.chat_messages(chat_id) if _buttons(m)]
+        return found[-1] if found else None
+
+    def confirmed_below(self) -> int:
+        """Updates with a lower id were confirmed by getUpdates' offset or webhook delivery."""
+        with self._lock:
+            return self._confirmed
+
+    def wait_for(
+        self, condition: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02
+    ) -> Any:
+        """Wait until `condition()` is truthy and return it; AssertionError naming `what`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = condition()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(every)
+
     # -- answering ----------------------------------------------------------------------------
 
     def _record(self, method: str, params: dict[str, Any]) -> tuple[Call, Fault | None]:
         with self._lock:
             call = Call(method=method, params=params, at=time.monotonic())
-            fault = None
             if method == "sendMessage":
                 call.number = next(self._send_numbers)
-                fault = next((f for f in self.faults if f.matches(call.chat_id, call.number)), None)
-                if fault is not None:
-                    fault.used += 1
-                    call.answer = fault.kind
-                if call.delivered:
-                    call.message_id = next(self._message_ids)
+            fault = next(
+                (f for f in self.faults if f.matches(call.chat_id, call.number, method, params)),
+                None,
+            )
+            if fault is not None:
+                fault.used += 1
+                call.answer = fault.kind
+            if method in SENDS and call.delivered:
+                call.message_id = next(self._message_ids)
             self.calls.append(call)
         return call, fault
 
     def _pending_updates(self, offset: int) -> list[dict[str, Any]]:
+        """Under the lock: what getUpdates with this offset gives (confirming what is below)."""
+        if offset > self._confirmed:
+            self._confirmed = offset
+        return [
+            u
+            for u in self.updates
+            if u["update_id"] >= self._confirmed and self._allowed(u, self.webhook)
+        ]
+
+    def _allowed(self, update: dict[str, Any], webhook: Webhook | None) -> bool:
+        allowed = webhook.allowed_updates if webhook else self._poll_allowed
+        return not allowed or any(kind in update for kind in allowed)
+
+    def _get_updates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        wait = float(params.get("timeout") or 0) or self.poll_wait
+        limit = int(params.get("limit") or 100)
+        allowed = params.get("allowed_updates")
+        deadline = time.monotonic() + wait
+        with self._changed:
+            if self.webhook is not None:
+                return _error(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first",
+                )
+            if isinstance(allowed, list):
+                self._poll_allowed = [str(kind) for kind in allowed] or None
+            while True:
+                updates = self._pending_updates(offset)
+                left = deadline - time.monotonic()
+                if updates or left <= 0 or self._closing or self.webhook is not None:
+                    return 200, {"ok": True, "result": updates[:limit]}
+                self._changed.wait(left)
+
+    def _send_message(self, method: str, params: dict[str, Any], call: Call) -> dict[str, Any]:
+        message = _message(call, SENDS[method])
         with self._lock:
-            return [u for u in self.updates if u["update_id"] >= offset]
+            self.messages[(str(params.get("chat_id")), int(call.message_id or 0))] = message
+        return message
+
+    def _edit(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        key = (str(params.get("chat_id")), int(params.get("message_id") or 0))
+        with self._lock:
+            message = self.messages.get(key)
+            if message is None:
+                return _error(400, "Bad Request: message to edit not found")
+            edited = dict(message)
+            if method == "editMessageText":
+                edited["text"] = str(params.get("text", ""))
+            markup = params.get("reply_markup")
+            if isinstance(markup, dict) and markup.get("inline_keyboard"):
+                edited["reply_markup"] = markup
+            else:
+                edited.pop("reply_markup", None)
+            if edited == message:
+                return _error(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content and reply markup "
+                    "of the message",
+                )
+            edited["edit_date"] = int(time.time())
+            self.messages[key] = edited
+            return 200, {"ok": True, "result": edited}
+
+    def _set_webhook(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        url = str(params.get("url") or "")
+        secret = params.get("secret_token")
+        allowed = params.get("allowed_updates")
+        kinds = [str(kind) for kind in allowed] if isinstance(allowed, list) else None
+        if url and not url.startswith("https://"):
+            return _error(
+                400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+            )
+        if secret is not None and not SECRET_PATTERN.fullmatch(str(secret)):
+            return _error(400, "Bad Request: secret token contains unallowed characters")
+        with self._changed:
+            if not url:
+                self.webhook = None
+            else:
+                self.webhook = Webhook(
+                    url=url,
+                    secret_token=None if secret is None else str(secret),
+                    allowed_updates=kinds or None,
+                    at=time.monotonic(),
+                )
+                self.webhooks.append(self.webhook)
+            if params.get("drop_pending_updates"):
+                self._drop_pending()
+            self._changed.notify_all()
+        return 200, {"ok": True, "result": True, "description": "Webhook was set"}
+
+    def _delete_webhook(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._changed:
+            self.webhook = None
+            if params.get("drop_pending_updates"):
+                self._drop_pending()
+            self._changed.notify_all()
+        return 200, {"ok": True, "result": True, "description": "Webhook was deleted"}
+
+    def _drop_pending(self) -> None:
+        if self.updates:
+            self._confirmed = max(self._confirmed, self.updates[-1]["update_id"] + 1)
+
+    def _webhook_info(self) -> dict[str, Any]:
+        with self._lock:
+            webhook = self.webhook
+            pending = len([u for u in self.updates if u["update_id"] >= self._confirmed])
+        info: dict[str, Any] = {
+            "url": webhook.url if webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": pending,
+        }
+        if webhook and webhook.allowed_updates:
+            info["allowed_updates"] = webhook.allowed_updates
+        return info
+
+    # -- webhook delivery ---------------------------------------------------------------------
+
+    def _next_delivery(self) -> tuple[Webhook, dict[str, Any]] | None:
+        """Wait for an update to POST while a webhook is set; None when closing."""
+        with self._changed:
+            while not self._closing:
+                webhook = self.webhook
+                if webhook is not None:
+                    pending = [
+                        u
+                        for u in self.updates
+                        if u["update_id"] >= self._confirmed and self._allowed(u, webhook)
+                    ]
+                    if pending:
+                        return webhook, pending[0]
+                    # Updates the webhook does not take are confirmed without a POST.
+                    if self.updates and self.updates[-1]["update_id"] >= self._confirmed:
+                        self._confirmed = self.updates[-1]["update_id"] + 1
+                self._changed.wait(0.5)
+        return None
+
+    def _deliver_webhooks(self) -> None:
+        while (found := self._next_delivery()) is not None:
+            webhook, update = found
+            status, error = self._post(webhook, update)
+            with self._changed:
+                self.deliveries.append(
+                    Delivery(update["update_id"], webhook.url, status, time.monotonic(), error)
+                )
+                if 200 <= status < 300 and self.webhook is webhook:
+                    self._confirmed = max(self._confirmed, update["update_id"] + 1)
+                    self._changed.notify_all()
+                    continue
+                # Telegram tries again later; so do we, unless we are closing.
+                self._changed.wait(self.webhook_retry)
+
+    def _post(self, webhook: Webhook, update: dict[str, Any]) -> tuple[int, str]:
+        target = urlsplit(webhook.url)
+        if self._forward is not None:
+            target = urlsplit(self._forward + (target.path or "/"))
+        path = target.path or "/"
+        if target.query:
+            path += f"?{target.query}"
+        headers = {"Content-Type": "application/json"}
+        if webhook.secret_token is not None:
+            headers[SECRET_HEADER] = webhook.secret_token
+        connection_class = (
+            http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+        )
+        connection = connection_class(target.hostname or "", target.port, timeout=10)
+        try:
+            connection.request("POST", path, body=json.dumps(update).encode(), headers=headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status, ""
+        except OSError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+
+
+@dataclass
+class FakeUser:
+    """A Telegram user in a private chat with the bot: what they type and press becomes an
+    update pushed to the fake (and so given to getUpdates or POSTed to the webhook)."""
+
+    api: FakeBotAPI
+    user_id: int
+    first_name: str
+    last_name: str | None = None
+    language_code: str = "id"
+    _message_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def user_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.user_id,
+            "is_bot": False,
+            "first_name": self.first_name,
+            "language_code": self.language_code,
+        }
+        if self.last_name:
+            data["last_name"] = self.last_name
+        return data
+
+    def message_json(self, text: str) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": self.user_id, "type": "private", "first_name": self.first_name},
+            "from": self.user_json(),
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return message
+
+    def text_update(self, text: str) -> dict[str, Any]:
+        return {"message": self.message_json(text)}
+
+    def callback_update(self, message: dict[str, Any], data: str) -> dict[str, Any]:
+        return {
+            "callback_query": {
+                "id": f"{self.user_id}-{time.monotonic_ns()}",
+                "from": self.user_json(),
+                "chat_instance": str(self.user_id),
+                "data": data,
+                "message": message,
+            }
+        }
+
+    def send(self, text: str) -> dict[str, Any]:
+        """Type a message; returns the pushed update."""
+        return self.api.push_update(self.text_update(text))
+
+    def press(self, label: str, message: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Press the button with this label on `message` (default: the bot's last message with
+        buttons in this chat); returns the pushed update."""
+        target = message or self.api.last_with_buttons(self.user_id)
+        if target is None:
+            raise LookupError(f"no message with buttons in chat {self.user_id}")
+        return self.api.push_update(self.callback_update(target, button_data(target, label)))
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.api.chat_messages(self.user_id)
+
+
+def button_labels(message: dict[str, Any]) -> list[str]:
+    return [str(b.get("text")) for row in _buttons(message) for b in row]
+
+
+def button_data(message: dict[str, Any], label: str) -> str:
+    for row in _buttons(message):
+        for button in row:
+            if button.get("text") == label and "callback_data" in button:
+                return str(button["callback_data"])
+    raise KeyError(f"no button {label!r} in {button_labels(message)}")
+
+
+def _buttons(message: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    markup = message.get("reply_markup")
+    if isinstance(markup, dict):
+        return list(markup.get("inline_keyboard") or [])
+    return []
 
 
 def _error(code: int, description: str, **parameters: Any) -> tuple[int, dict[str, Any]]:
@@ -273,7 +680,11 @@ def _fault_answer(fault: Fault) -> tuple[int, dict[str, Any]]:
     raise AssertionError(kind)
 
 
-def _message(call: Call) -> dict[str, Any]:
+def _bot_user() -> dict[str, Any]:
+    return {"id": BOT_ID, "is_bot": True, "first_name": "KMP", "username": BOT_USERNAME}
+
+
+def _message(call: Call, kind: str = "text") -> dict[str, Any]:
     chat_id = call.params.get("chat_id")
     chat: dict[str, Any] = {"id": chat_id, "type": "private"}
     if isinstance(chat_id, int) and chat_id < 0:
@@ -284,13 +695,56 @@ def _message(call: Call) -> dict[str, Any]:
         "message_id": call.message_id,
         "date": int(time.time()),
         "chat": chat,
-        "from": {"id": BOT_ID, "is_bot": True, "first_name": "KMP", "username": BOT_USERNAME},
-        "text": call.params.get("text", ""),
+        "from": _bot_user(),
     }
+    if kind == "text":
+        message["text"] = call.params.get("text", "")
+    else:
+        unique = f"{kind}{call.message_id}"
+        if kind == "photo":
+            message["photo"] = [
+                {"file_id": unique, "file_unique_id": unique, "width": 800, "height": 600}
+            ]
+        else:
+            files = call.params.get("_files") or {}
+            name = next(iter(files.values()), ("dokumen", b""))[0]
+            message["document"] = {"file_id": unique, "file_unique_id": unique, "file_name": name}
+        if call.params.get("caption"):
+            message["caption"] = call.params["caption"]
     markup = call.params.get("reply_markup")
     if isinstance(markup, dict) and "inline_keyboard" in markup:
         message["reply_markup"] = markup
     return message
+
+
+def _decoded(value: str) -> Any:
+    # PTB posts form fields whose values are JSON-encoded (plain strings stay plain).
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """multipart/form-data as PTB sends uploads: fields JSON-decoded, files in `_files`."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    params: dict[str, Any] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[name] = (filename, data)
+        else:
+            params[name] = _decoded(data.decode())
+    if files:
+        params["_files"] = files
+    return params
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -302,19 +756,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _params(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else ""
+        raw = self.rfile.read(length) if length else b""
         query = urlsplit(self.path).query
-        if self.headers.get("Content-Type", "").startswith("application/json") and body:
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data") and raw:
+            params = _multipart(content_type, raw)
+            params.update({k: _decoded(v) for k, v in parse_qsl(query)})
+            return params
+        body = raw.decode()
+        if content_type.startswith("application/json") and body:
             loaded = json.loads(body)
             return dict(loaded) if isinstance(loaded, dict) else {}
-        # PTB posts form fields whose values are JSON-encoded (plain strings stay plain).
-        params: dict[str, Any] = {}
-        for name, value in parse_qsl("&".join(part for part in (query, body) if part)):
-            try:
-                params[name] = json.loads(value)
-            except json.JSONDecodeError:
-                params[name] = value
-        return params
+        return {
+            name: _decoded(value)
+            for name, value in parse_qsl("&".join(part for part in (query, body) if part))
+        }
 
     def do_GET(self) -> None:
         self._answer()
@@ -331,8 +787,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         method = path[len(prefix) :]
         call, fault = self.server._record(method, params)
-        if fault is not None and fault.kind == "timeout":
-            time.sleep(fault.delay)
+        if fault is not None and fault.kind in ("timeout", "dropped"):
+            if fault.kind == "timeout":
+                time.sleep(fault.delay)
             self.close_connection = True
             return
         if fault is not None and fault.kind == "slow":
@@ -340,28 +797,34 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault is not None:
             self._send(*_fault_answer(fault))
             return
-        self._send(200, {"ok": True, "result": self._result(method, params, call)})
+        self._send(*self._result(method, params, call))
 
-    def _result(self, method: str, params: dict[str, Any], call: Call) -> Any:
+    def _result(self, method: str, params: dict[str, Any], call: Call) -> tuple[int, Any]:
+        server = self.server
+        if method == "getUpdates":
+            return server._get_updates(params)
+        if method in SENDS:
+            return 200, {"ok": True, "result": server._send_message(method, params, call)}
+        if method in ("editMessageText", "editMessageReplyMarkup"):
+            return server._edit(method, params)
+        if method == "setWebhook":
+            return server._set_webhook(params)
+        if method == "deleteWebhook":
+            return server._delete_webhook(params)
+        result: Any = True
         if method == "getMe":
-            return {
-                "id": BOT_ID,
-                "is_bot": True,
-                "first_name": "KMP",
-                "username": BOT_USERNAME,
+            result = {
+                **_bot_user(),
                 "can_join_groups": True,
                 "can_read_all_group_messages": False,
                 "supports_inline_queries": False,
             }
-        if method == "getUpdates":
-            offset = int(params.get("offset") or 0)
-            updates = self.server._pending_updates(offset)
-            if not updates:
-                time.sleep(self.server.poll_wait)
-            return updates
-        if method == "sendMessage":
-            return _message(call)
-        return True
+        elif method == "getWebhookInfo":
+            result = server._webhook_info()
+        elif method == "setMyCommands":
+            with server._lock:
+                server.commands = list(params.get("commands") or [])
+        return 200, {"ok": True, "result": result}
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
@@ -374,6 +837,24 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up waiting (its read timeout); nothing to tell it.
             self.close_connection = True
+
+
+def post_webhook(
+    url: str, body: bytes | dict[str, Any], secret: str | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    """POST to the bot's webhook as anyone could (a test's stranger, or Telegram itself)."""
+    target = urlsplit(url)
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=timeout)
+    try:
+        connection.request("POST", target.path or "/", body=payload, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def iter_windows(times: list[float], width: float = 1.0) -> Iterator[tuple[float, int]]:
