@@ -166,7 +166,7 @@ def validate_typed(
 
 def _match_option(f: Field, text: str, answers: Answers, labels: Mapping[str, str]) -> str | None:
     choices = f.choices(answers)
-    if text.isdigit() and 1 <= int(text) <= len(choices):
+    if text.isdecimal() and 1 <= int(text) <= len(choices):
         return choices[int(text) - 1]
     wanted = normalize(text)
     for option in choices:

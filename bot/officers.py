@@ -43,7 +43,7 @@ async def add_officer(
 ) -> OfficerSaved:
     """Register (or update) the officer reached at this Telegram id."""
     telegram_id = telegram_id.strip()
-    if not telegram_id.lstrip("-").isdigit():
+    if not (telegram_id.isascii() and telegram_id.lstrip("-").isdigit()):
         raise OfficerError("bad_telegram_id", telegram_id)
     nama = " ".join(nama.split())
     if not nama:

@@ -79,7 +79,7 @@ class Simulator:
                 return None
             if allow_empty and answer == "":
                 return 0
-            if answer.isdigit() and 1 <= int(answer) <= count:
+            if answer.isdecimal() and 1 <= int(answer) <= count:
                 return int(answer)
             self.say("sim_invalid_choice", maximum=count)
 
@@ -247,7 +247,7 @@ class Simulator:
             await self.send(line[1:])
             return
         target = self.chat.last_with_buttons()
-        if line.isdigit() and target is not None and target is self.chat.last_message():
+        if line.isdecimal() and target is not None and target is self.chat.last_message():
             number = int(line)
             if not 1 <= number <= len(target.button_labels):
                 self.say("sim_button_hint", number=number)
