@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from telegram import Bot, BotCommandScopeAllPrivateChats, Update
@@ -282,25 +284,41 @@ class StartupError(Exception):
         self.detail = detail
 
 
-def run_polling(core: Core) -> None:
-    """Run on Telegram with long polling until interrupted."""
-    app = build_application(core)
+@contextmanager
+def startup_errors() -> Iterator[None]:
+    """Telegram refusing the token or not answering, as a StartupError for the CLI."""
     try:
-        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+        yield
     except InvalidToken as exc:
         raise StartupError("token", str(exc)) from None
     except NetworkError as exc:
         raise StartupError("network", str(exc)) from None
+
+
+def run_polling(core: Core) -> None:
+    """Run on Telegram with long polling until interrupted."""
+    app = build_application(core)
+    with startup_errors():
+        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
 
 
 def run_webhook(core: Core) -> None:
     """Run on Telegram with a webhook (`run --webhook`) until SIGTERM or SIGINT."""
-    try:
+    with startup_errors():
         asyncio.run(serve_webhook(core))
-    except InvalidToken as exc:
-        raise StartupError("token", str(exc)) from None
-    except NetworkError as exc:
-        raise StartupError("network", str(exc)) from None
+
+
+async def open_sender(core: Core, lease_seconds: float) -> tuple[App, Sender]:
+    """An initialized Application that is never started (no polling, no calendar jobs) and
+    a Sender over its bot, for `koperasi-bot send`. Raises StartupError."""
+    app = build_application(core)
+    try:
+        with startup_errors():
+            await app.initialize()
+    except StartupError:
+        await app.bot.shutdown()
+        raise
+    return app, Sender(core, TelegramTransport(app.bot), lease_seconds=lease_seconds)
 
 
 async def serve_webhook(core: Core, stop: asyncio.Event | None = None) -> None:

@@ -478,11 +478,7 @@ MAX_LEASE_SECONDS = 3600.0
 async def _send(core: Core, args: argparse.Namespace) -> int:
     import signal
 
-    from telegram.error import InvalidToken, NetworkError
-
-    from bot.app import build_application
-    from bot.sender import Sender
-    from handlers.transport import TelegramTransport
+    from bot.app import StartupError, open_sender
 
     settings = core.settings
     if settings.telegram_bot_token is None:
@@ -498,23 +494,18 @@ async def _send(core: Core, args: argparse.Namespace) -> int:
             high=MAX_LEASE_SECONDS,
         )
         return 2
-    # Only the Bot: the Application is never started, so no polling and no calendar jobs.
-    app = build_application(core)
     try:
-        await app.initialize()
-    except (InvalidToken, NetworkError) as exc:
-        await app.bot.shutdown()
+        app, sender = await open_sender(core, args.lease_seconds)
+    except StartupError as exc:
         # InvalidToken's text repeats the token: the template shows the detail only otherwise.
-        code = "token" if isinstance(exc, InvalidToken) else "network"
         _err(
             core,
             "cli_startup_error",
-            code=code,
-            detail=str(exc),
+            code=exc.code,
+            detail=exc.detail,
             url=settings.telegram_api_base_url,
         )
         return 1
-    sender = Sender(core, TelegramTransport(app.bot), lease_seconds=args.lease_seconds)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
