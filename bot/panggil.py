@@ -26,6 +26,9 @@ from bot.tanggal import Moment, parse_moment_text
 from storage.models import Kecamatan, SummonsDraft
 
 TEXT_STEPS = ("hal", "waktu", "tempat", "acara", "narahubung")
+# Kept in the draft's answers (like "_editing"): the last typed message handled, so a message
+# Telegram delivers twice is answered once.
+LAST_MESSAGE = "_message_id"
 LIMITS = {"hal": 200, "tempat": 300, "acara": 1000, "narahubung": 200}
 TARGET_KINDS = ("all", "kecamatan", "not_operating", "not_reported", "koperasi")
 MAX_PICKED = 100
@@ -61,14 +64,22 @@ class PanggilService:
         except IntegrityError:  # two /panggil at once: show the draft the other one made
             return await self.start(actor)
 
-    async def on_text(self, actor: Actor, text: str) -> list[Reply] | None:
-        """A typed answer to the officer's draft; None when there is no draft waiting for text."""
+    async def on_text(
+        self, actor: Actor, text: str, message_id: int | None = None
+    ) -> list[Reply] | None:
+        """A typed answer to the officer's draft; None when there is no draft waiting for text.
+        `message_id` makes a message delivered twice harmless: the second gets no reply."""
         if actor.person_id is None or actor.officer is None:
             return None
         async with self.core.db.transaction() as session:
-            draft = await self._draft(session, actor)
+            draft = await self._draft(session, actor, lock=True)
             if draft is None:
                 return None
+            if message_id is not None:
+                last = draft.answers.get(LAST_MESSAGE)
+                if isinstance(last, int) and message_id <= last:
+                    return []
+                draft.answers = {**draft.answers, LAST_MESSAGE: message_id}
             if draft.step not in (*TEXT_STEPS, "pilih_koperasi"):
                 return [
                     self._reply("panggil_pakai_tombol"),
@@ -444,12 +455,17 @@ class PanggilService:
             target=Target.from_json(a["sasaran"]),
         )
 
-    async def _draft(self, session: AsyncSession, actor: Actor) -> SummonsDraft | None:
-        return await session.scalar(
-            select(SummonsDraft).where(
-                SummonsDraft.person_id == actor.person_id, SummonsDraft.summons_id.is_(None)
-            )
+    async def _draft(
+        self, session: AsyncSession, actor: Actor, *, lock: bool = False
+    ) -> SummonsDraft | None:
+        query = select(SummonsDraft).where(
+            SummonsDraft.person_id == actor.person_id, SummonsDraft.summons_id.is_(None)
         )
+        if lock and self.core.db.dialect == "postgresql":
+            # Two deliveries of one message handled at once: the second waits, then sees the
+            # first one's message id. SQLite has a single writer already.
+            query = query.with_for_update()
+        return await session.scalar(query)
 
     def _refusal(self, actor: Actor) -> list[Reply] | None:
         if actor.officer is None or not actor.officer.can_broadcast:

@@ -30,6 +30,9 @@ from storage.models import (
 PROMPT = "tangani"
 PREFIX = "t:"
 NOTE_MIN, NOTE_MAX = 3, 500
+# An answered prompt stays as this step, holding the note's message id in its data, so the same
+# message delivered again is met with silence; the next newer message removes it.
+ANSWERED = "tercatat"
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,24 @@ class TindakService:
                 return [self._reply("tangani_tanya", koperasi=nama, kendala=self._label(code))]
         return [self._reply("stale_button", alert=True)]
 
-    async def on_text(self, actor: Actor, text: str) -> list[Reply] | None:
-        """The note typed after choosing an obstacle; None when no such question waits."""
+    async def on_text(
+        self, actor: Actor, text: str, message_id: int | None = None
+    ) -> list[Reply] | None:
+        """The note typed after choosing an obstacle; None when no such question waits.
+        `message_id` makes a message delivered twice harmless: the second gets no reply."""
         if actor.person_id is None or actor.officer is None:
             return None
         async with self.core.db.transaction() as session:
             prompt = await self._prompt(session, actor.person_id)
             if prompt is None or prompt.ref_id is None:
+                return None
+            if message_id is not None:
+                last = prompt.data.get("message_id")
+                if isinstance(last, int) and message_id <= last:
+                    return []
+                prompt.data = {**prompt.data, "message_id": message_id}
+            if prompt.step == ANSWERED:  # a new message, not a note: let the next reader have it
+                await session.delete(prompt)
                 return None
             code = str(prompt.data.get("kendala", ""))
             note = " ".join(text.split())
@@ -105,7 +119,7 @@ class TindakService:
                     ),
                 ]
             if not await self._in_scope(session, actor, prompt.ref_id) or code not in KENDALA:
-                await session.delete(prompt)
+                prompt.step = ANSWERED
                 return [self._reply("stale_button")]
             now = self.core.clock.now()
             session.add(
@@ -128,7 +142,7 @@ class TindakService:
                 kendala=code,
             )
             nama = await self._nama(session, prompt.ref_id)
-            await session.delete(prompt)
+            prompt.step = ANSWERED
             return [self._reply("tangani_tercatat", koperasi=nama, kendala=self._label(code))]
 
     async def cancel(self, actor: Actor) -> list[Reply] | None:
@@ -139,6 +153,8 @@ class TindakService:
             if prompt is None:
                 return None
             await session.delete(prompt)
+            if prompt.step == ANSWERED:  # nothing waits: /batal is for whatever else does
+                return None
         return [self._reply("tangani_batal")]
 
     # Helpers ----------------------------------------------------------------------------------
@@ -181,9 +197,14 @@ class TindakService:
         return str(await session.scalar(select(Koperasi.nama).where(Koperasi.id == koperasi_id)))
 
     async def _prompt(self, session: AsyncSession, person_id: int) -> ChatPrompt | None:
-        return await session.scalar(
-            select(ChatPrompt).where(ChatPrompt.person_id == person_id, ChatPrompt.kind == PROMPT)
+        query = select(ChatPrompt).where(
+            ChatPrompt.person_id == person_id, ChatPrompt.kind == PROMPT
         )
+        if self.core.db.dialect == "postgresql":
+            # Two deliveries of one message handled at once: the second waits, then sees the
+            # first one's message id. SQLite has a single writer already.
+            query = query.with_for_update()
+        return await session.scalar(query)
 
     async def _set_prompt(
         self, session: AsyncSession, person_id: int, koperasi_id: int, code: str

@@ -20,11 +20,11 @@ async def text_answer(update: Update, context: Context) -> None:
     if await undangan.answer_text(update, context):
         return
     actor = await actor_of(update, context)
-    noted = await tangani.service(context).on_text(actor, message.text)
+    noted = await tangani.service(context).on_text(actor, message.text, message.message_id)
     if noted is not None:
         await show_replies(update, context, noted)
         return
-    composed = await panggil.service(context).on_text(actor, message.text)
+    composed = await panggil.service(context).on_text(actor, message.text, message.message_id)
     if composed is not None:
         await show_replies(update, context, composed, panggil.CALLBACK_PREFIX)
         return

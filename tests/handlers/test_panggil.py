@@ -218,3 +218,60 @@ async def test_editing_from_the_preview_and_a_restart_in_the_middle(
         edited = texts(await again.send("Gedung Juang"))
         assert "Tempat: Gedung Juang" in edited
         assert "<b>Pratinjau undangan</b>" in edited
+
+
+async def draft_of(core: Core) -> SummonsDraft:
+    async with core.db.sessions() as session:
+        draft = await session.scalar(select(SummonsDraft))
+    assert draft is not None
+    return draft
+
+
+async def test_a_typed_answer_delivered_twice_is_handled_once(
+    registry_loaded: Core, chats: Chats, clock: FixedClock
+) -> None:
+    core = registry_loaded
+    clock.set(wib(1, 10))
+    await link(core, chats, CIPARE, "Ani")
+    rina = await broadcaster(core, chats)
+    await rina.send("/panggil")
+
+    async def again(update: dict) -> None:  # type: ignore[type-arg]
+        calls = len(rina.api.calls)
+        assert await rina.process(update) == []  # Telegram delivered it again: silence
+        assert len(rina.api.calls) == calls
+
+    async def twice(text: str) -> str:
+        update = rina.user.text_update(text)
+        first = await rina.process(update)
+        await again(update)
+        return texts(first)
+
+    assert "<b>Hari/tanggal dan waktu</b> acaranya?" in await twice("Rapat koordinasi")
+    draft = await draft_of(core)
+    assert (draft.step, draft.answers["hal"]) == ("waktu", "Rapat koordinasi")
+
+    when = rina.user.text_update("Senin, 7 Desember 2026 pukul 09.00")
+    assert "Saya baca:" in texts(await rina.process(when))
+    await again(when)
+    await rina.press("Ya, benar")
+    await again(when)  # once more after the next question: not taken as the place
+    draft = await draft_of(core)
+    assert draft.step == "tempat"
+    assert "tempat" not in draft.answers
+
+    await twice("Aula Setda Kota Serang")
+    await twice("Evaluasi kegiatan usaha")
+    # Repeated at the target question: no "please use the buttons", the question stays.
+    assert "Undangan ini untuk koperasi yang mana?" in await twice("Budi Santoso (0812-3456)")
+    assert (await draft_of(core)).step == "sasaran"
+
+    await rina.press("Pilih koperasi")
+    assert "Sudah dipilih (1)" in await twice("Cipare")
+    picked = (await draft_of(core)).pending
+    assert picked is not None
+    assert len(picked["koperasi_ids"]) == 1
+    preview = texts(await rina.press("Selesai"))
+    assert "Hal: <b>Undangan — Rapat koordinasi</b>" in preview
+    assert "Tempat: Aula Setda Kota Serang" in preview
+    assert "Akan dikirim ke <b>1</b> koperasi (1 orang pengurus)." in preview
