@@ -2,9 +2,10 @@
 
 Board members answer with the letter's buttons ("u:<summons id>:<answer>"). Diwakilkan and
 Berhalangan ask a typed follow-up that waits in a `ChatPrompt` row, so it survives restarts;
-the latest answer is kept in `Rsvp` and every answer in the audit log. Officers see who comes
-with /undangan and, when they may broadcast in the summons' scope, change its time or place
-or cancel it; the change itself also waits in a `ChatPrompt`. Everyone addressed is told
+once answered the row stays, as step `ANSWERED`, only to keep the same message delivered again
+silent. The latest answer is kept in `Rsvp` and every answer in the audit log. Officers see
+who comes with /undangan and, when they may broadcast in the summons' scope, change its time
+or place or cancel it; the change itself also waits in a `ChatPrompt`. Everyone addressed is told
 through the outbox. `remind` decides the H-1 and H-0 reminders through the ledger.
 
 Callback data is never trusted: it only names a summons, which is looked up and re-checked.
@@ -59,6 +60,11 @@ CANCEL = "summons_cancel"
 RSVP_PROMPTS = (DELEGATE, REASON)
 OFFICER_PROMPTS = (CHANGE, CANCEL)
 PROMPT_KINDS = RSVP_PROMPTS + OFFICER_PROMPTS
+# A prompt whose question was answered by typed text stays as this step, holding that message's
+# id in its data, so the same message delivered again is met with silence. It is no open
+# question: the next newer message or /batal removes it and goes on to whatever else waits, and
+# a new question replaces it.
+ANSWERED = "tercatat"
 
 # Outbox kinds of what this module queues (the letter itself is "summons", see bot/summons).
 CHANGE_NOTICE = "summons_change"
@@ -360,6 +366,9 @@ async def on_text(
             if isinstance(last, int) and message_id <= last:
                 return []
             prompt.data = {**prompt.data, "message_id": message_id}
+        if prompt.step == ANSWERED:  # a new message, not an answer: let the next reader have it
+            await session.delete(prompt)
+            return None
         if prompt.kind in RSVP_PROMPTS:
             return await _board_text(core, session, actor, prompt, text)
         return await _officer_text(core, session, actor, prompt, text)
@@ -373,7 +382,7 @@ async def _board_text(
     summons = await session.get(Summons, prompt.ref_id) if prompt.ref_id is not None else None
     problem = await _closed_for_board(session, summons, actor, core.clock.now())
     if problem is not None:
-        await session.delete(prompt)
+        await _settle(session, prompt, keep=actor.membership is not None)
         return _refuse(core, problem)
     assert summons is not None
     value = _clean(text)
@@ -390,7 +399,7 @@ async def _board_text(
         prompt.step = "jabatan"
         return [_reply(core, "rsvp_tanya", step="jabatan", s=summons, wakil=value)]
     kind = prompt.kind
-    await session.delete(prompt)
+    await _settle(session, prompt, keep=True)
     if kind == DELEGATE:
         reply = await _record(
             core,
@@ -415,7 +424,20 @@ async def cancel_prompt(core: Core, actor: Actor) -> list[Reply] | None:
         prompt = await _prompt(core, session, actor.person_id)
         if prompt is None or prompt.kind not in PROMPT_KINDS:
             return None
+        if prompt.step == ANSWERED:  # nothing waits: /batal is for whatever else does
+            await session.delete(prompt)
+            return None
         return [await _drop(core, session, prompt, replace=False)]
+
+
+async def _settle(session: AsyncSession, prompt: ChatPrompt, *, keep: bool) -> None:
+    """The typed text closed the question: keep the row as ANSWERED (its data holds the
+    message's id) so a repeat of that message stays silent; delete it when the person may no
+    longer hold a question of this kind."""
+    if keep:
+        prompt.step = ANSWERED
+    else:
+        await session.delete(prompt)
 
 
 async def _drop(core: Core, session: AsyncSession, prompt: ChatPrompt, *, replace: bool) -> Reply:
@@ -826,7 +848,7 @@ async def _officer_text(
     summons = await session.get(Summons, prompt.ref_id) if prompt.ref_id is not None else None
     problem = _closed_for_officer(actor, summons, core.clock.now())
     if problem is not None:
-        await session.delete(prompt)
+        await _settle(session, prompt, keep=actor.officer is not None)
         return _refuse(core, problem)
     assert summons is not None
     value = _clean(text)
@@ -859,7 +881,7 @@ async def _officer_text(
     tempat = None if same or value == summons.tempat else value
     prompt.data = {**prompt.data, "tempat": tempat}
     if prompt.data.get("starts_at") is None and tempat is None:
-        await session.delete(prompt)
+        await _settle(session, prompt, keep=True)
         return [_reply(core, "undangan_ubah_tidak_ada")]
     prompt.step = "pratinjau"
     return [await _officer_preview(core, session, summons, prompt)]
@@ -1137,7 +1159,12 @@ async def _abort(core: Core, actor: Actor, summons_id: int) -> list[Reply]:
     assert actor.person_id is not None
     async with core.db.transaction() as session:
         prompt = await _prompt(core, session, actor.person_id)
-        if prompt is None or prompt.kind not in OFFICER_PROMPTS or prompt.ref_id != summons_id:
+        if (
+            prompt is None
+            or prompt.kind not in OFFICER_PROMPTS
+            or prompt.ref_id != summons_id
+            or prompt.step == ANSWERED
+        ):
             return _stale(core)
         return [await _drop(core, session, prompt, replace=True)]
 

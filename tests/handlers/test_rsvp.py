@@ -284,7 +284,11 @@ async def test_board_members_answer_and_the_officer_sees_who_comes(scene: Scene)
         ("hadir", None),
         ("berhalangan", "Hadir"),
     ]
-    assert prompts == []
+    # No question is open: Budi's and Ani's prompts stay only as answered markers.
+    assert sorted((p.kind, p.step) for p in prompts) == [
+        (rsvp.DELEGATE, rsvp.ANSWERED),
+        (rsvp.REASON, rsvp.ANSWERED),
+    ]
 
     # The officer's view.
     (listing,) = await scene.oki.send("/undangan")
@@ -346,10 +350,94 @@ async def test_late_stray_and_forged_answers_are_refused(scene: Scene, chats: Ch
     assert "acara sudah dimulai" in await press_alert(scene.siti, "Hadir", scene.letter(scene.siti))
     async with scene.core.db.sessions() as session:
         assert (await session.scalars(select(Rsvp))).all() == []
-        assert (await session.scalars(select(ChatPrompt))).all() == []
+        prompts = (await session.scalars(select(ChatPrompt))).all()
+    assert [p.step for p in prompts] == [rsvp.ANSWERED]  # only to keep a repeat silent
     # The text went nowhere else either: the next text is stray.
     (stray,) = await scene.eko.send("Ada rapat RT")
     assert "acara sudah dimulai" not in stray.text
+    async with scene.core.db.sessions() as session:
+        assert (await session.scalars(select(ChatPrompt))).all() == []
+
+
+async def test_a_final_answer_delivered_twice_is_recorded_once_and_answered_once(
+    scene: Scene,
+) -> None:
+    """Telegram may deliver a message twice. The last typed answer closes the question, yet
+    the repeat gets no reply (not the "belum memahami" fallback) and changes nothing."""
+    core, sid = scene.core, scene.summons_id
+
+    async def twice(chat: LocalChat, text: str) -> str:
+        update = chat.user.text_update(text)
+        first = await chat.process(update)
+        calls = len(chat.api.calls)
+        assert await chat.process(update) == []  # the same update again: silence
+        assert len(chat.api.calls) == calls
+        return "\n".join(m.text for m in first)
+
+    async def answers(chat: LocalChat) -> list[Rsvp]:
+        async with core.db.sessions() as session:
+            query = select(Rsvp).where(
+                Rsvp.summons_id == sid, Rsvp.person_id == await person_id(core, chat)
+            )
+            return list((await session.scalars(query)).all())
+
+    async def prompts() -> list[ChatPrompt]:
+        async with core.db.sessions() as session:
+            return list((await session.scalars(select(ChatPrompt))).all())
+
+    async def audited() -> int:
+        async with core.db.sessions() as session:
+            rows = await session.scalars(
+                select(AuditLog.id).where(AuditLog.action == "summons.rsvp")
+            )
+            return len(rows.all())
+
+    # Berhalangan: the reason is the final answer.
+    await scene.ani.press("Berhalangan")
+    assert "dengan alasan: Ada rapat RT." in await twice(scene.ani, "Ada rapat RT")
+    (row,) = await answers(scene.ani)
+    assert (row.answer, row.alasan) == (RsvpAnswer.BERHALANGAN, "Ada rapat RT")
+    assert await audited() == 1
+    (fallback,) = await scene.ani.send("halo")
+    assert "belum memahami pesan tersebut" in fallback.text
+    assert await prompts() == []
+    (row,) = await answers(scene.ani)
+    assert row.alasan == "Ada rapat RT"
+
+    # Diwakilkan: the name, then the position, the final answer.
+    await scene.budi.press("Diwakilkan")
+    assert "Apa <b>jabatan</b> Ahmad Fauzi?" in await twice(scene.budi, "Ahmad Fauzi")
+    assert "diwakili oleh <b>Ahmad Fauzi</b> (Sekretaris)" in await twice(scene.budi, "Sekretaris")
+    (row,) = await answers(scene.budi)
+    assert (row.answer, row.delegate_nama, row.delegate_jabatan) == (
+        RsvpAnswer.DIWAKILKAN,
+        "Ahmad Fauzi",
+        "Sekretaris",
+    )
+    assert await audited() == 2
+    (fallback,) = await scene.budi.send("halo")
+    assert "belum memahami pesan tersebut" in fallback.text
+    assert await prompts() == []
+
+    # /batal after an answer has no question to drop: it goes on to the report's answer.
+    await scene.siti.press("Berhalangan", scene.letter(scene.siti))
+    await twice(scene.siti, "Dinas luar kota")
+    (nothing,) = await scene.siti.send("/batal")
+    assert "Tidak ada draf laporan" in nothing.text
+    assert await prompts() == []
+    (row,) = await answers(scene.siti)
+    assert row.alasan == "Dinas luar kota"
+
+    # An officer's change that ends in typed text ("sama" twice: nothing changes) likewise;
+    # the preview's Batal button then finds no question.
+    view = await scene.view()
+    await scene.oki.press("Ubah waktu/tempat", view)
+    await twice(scene.oki, "sama")
+    assert "tidak ada perubahan yang disimpan" in await twice(scene.oki, "sama")
+    assert "Tombol ini sudah tidak berlaku." in await alert(scene.oki, f"u:{sid}:urung")
+    (fallback,) = await scene.oki.send("halo")
+    assert "belum memahami pesan tersebut" in fallback.text
+    assert await prompts() == []
 
 
 async def test_a_change_of_time_asks_again_and_the_view_marks_it(scene: Scene) -> None:
