@@ -12,6 +12,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bot.money import MoneyError, parse_rupiah
@@ -103,14 +104,16 @@ class Form:
         if len(ids) != len(set(ids)):
             raise ValueError(f"duplicate field ids in form {self.id}")
 
+    @cached_property
+    def _by_id(self) -> dict[str, Field]:
+        # Asked several times at every answer: a lookup instead of a walk through the fields.
+        return {f.id: f for f in self.fields}
+
     def field(self, field_id: str) -> Field:
-        for f in self.fields:
-            if f.id == field_id:
-                return f
-        raise KeyError(field_id)
+        return self._by_id[field_id]
 
     def has(self, field_id: str) -> bool:
-        return any(f.id == field_id for f in self.fields)
+        return field_id in self._by_id
 
     def visible(self, answers: Answers) -> list[Field]:
         return [f for f in self.fields if f.ask_if(answers)]

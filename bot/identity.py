@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased, selectinload
 
+from storage.db import Database
 from storage.models import (
     BoardMember,
     ChatIdentity,
+    Jabatan,
+    Kecamatan,
     Kelurahan,
     Koperasi,
     Officer,
@@ -62,58 +65,123 @@ class Actor:
         return self.membership is not None or self.officer is not None
 
 
-async def identify(session: AsyncSession, channel: str, external_id: str) -> Actor:
-    """Load the actor for a chat identity in one round trip per relation."""
-    identity = await session.scalar(
-        select(ChatIdentity)
-        .where(ChatIdentity.channel == channel, ChatIdentity.external_id == external_id)
-        .options(
-            selectinload(ChatIdentity.person)
-            .selectinload(Person.board_member)
-            .options(
-                selectinload(BoardMember.jabatan),
-                selectinload(BoardMember.koperasi)
-                .selectinload(Koperasi.kelurahan)
-                .selectinload(Kelurahan.kecamatan),
-            ),
-            selectinload(ChatIdentity.person)
-            .selectinload(Person.officer)
-            .selectinload(Officer.kecamatan),
-        )
+# Kecamatan twice: the cooperative's (through its kelurahan) and the officer's scope.
+_OfficerKecamatan = aliased(Kecamatan)
+
+# Everything identify() needs, in one round trip: the joins are one-to-one (unique person_id on
+# board_member and officer), so there is one row or none. Built once; executed with the
+# channel and external id as parameters.
+_IDENTIFY = (
+    select(
+        ChatIdentity.id,
+        ChatIdentity.unreachable_at,
+        Person.id,
+        Person.nama,
+        BoardMember.koperasi_id,
+        BoardMember.judul,
+        Jabatan.nama,
+        Jabatan.level,
+        Koperasi.nama,
+        Kelurahan.nama,
+        Kecamatan.nama,
+        Officer.id,
+        Officer.kecamatan_id,
+        Officer.can_broadcast,
+        Officer.active,
+        _OfficerKecamatan.nama,
     )
-    if identity is None:
+    .select_from(ChatIdentity)
+    .join(Person, Person.id == ChatIdentity.person_id)
+    .outerjoin(BoardMember, BoardMember.person_id == Person.id)
+    .outerjoin(Jabatan, Jabatan.id == BoardMember.jabatan_id)
+    .outerjoin(Koperasi, Koperasi.id == BoardMember.koperasi_id)
+    .outerjoin(Kelurahan, Kelurahan.id == Koperasi.kelurahan_id)
+    .outerjoin(Kecamatan, Kecamatan.id == Kelurahan.kecamatan_id)
+    .outerjoin(Officer, Officer.person_id == Person.id)
+    .outerjoin(_OfficerKecamatan, _OfficerKecamatan.id == Officer.kecamatan_id)
+    .where(
+        ChatIdentity.channel == bindparam("channel"),
+        ChatIdentity.external_id == bindparam("external_id"),
+    )
+)
+_REACHABLE_AGAIN = (
+    update(ChatIdentity)
+    .where(ChatIdentity.id == bindparam("identity_id"))
+    .values(unreachable_at=None, unreachable_reason=None)
+)
+
+
+async def lookup(db: Database, channel: str, external_id: str) -> Actor:
+    """identify() on a connection of its own, for a caller that has no session open: the
+    handlers ask it at every update, and a bare connection costs less than an ORM session."""
+    async with db.engine.connect() as connection:
+        return await identify(connection, channel, external_id)
+
+
+async def identify(
+    session: AsyncSession | AsyncConnection, channel: str, external_id: str
+) -> Actor:
+    """Load the actor for a chat identity: one query (every update asks it first)."""
+    # Plain rows, no ORM objects: the statement runs on the session's connection.
+    connection = await session.connection() if isinstance(session, AsyncSession) else session
+    row = (
+        await connection.execute(_IDENTIFY, {"channel": channel, "external_id": external_id})
+    ).first()
+    if row is None:
         return Actor(channel=channel, external_id=external_id)
-    if identity.unreachable_at is not None:
+    (
+        identity_id,
+        unreachable_at,
+        person_id,
+        nama,
+        koperasi_id,
+        judul,
+        jabatan_nama,
+        level,
+        koperasi_nama,
+        kelurahan,
+        kecamatan,
+        officer_id,
+        officer_kecamatan_id,
+        can_broadcast,
+        officer_active,
+        officer_kecamatan,
+    ) = row
+    if unreachable_at is not None:
         # They wrote to us, so they unblocked the bot: proactive messages may reach them again.
-        identity.unreachable_at = None
-        identity.unreachable_reason = None
+        if isinstance(session, AsyncSession):
+            # Through the session, so a ChatIdentity it holds does not keep the old value.
+            await session.execute(
+                _REACHABLE_AGAIN,
+                {"identity_id": identity_id},
+                execution_options={"synchronize_session": "fetch"},
+            )
+        else:
+            await connection.execute(_REACHABLE_AGAIN, {"identity_id": identity_id})
         await session.commit()
-    person = identity.person
     membership = None
-    if person.board_member is not None:
-        bm = person.board_member
+    if koperasi_id is not None:
         membership = Membership(
-            koperasi_id=bm.koperasi_id,
-            koperasi_nama=bm.koperasi.nama,
-            kelurahan=bm.koperasi.kelurahan.nama,
-            kecamatan=bm.koperasi.kelurahan.kecamatan.nama,
-            jabatan=bm.title,
-            level=bm.jabatan.level,
+            koperasi_id=koperasi_id,
+            koperasi_nama=koperasi_nama,
+            kelurahan=kelurahan,
+            kecamatan=kecamatan,
+            jabatan=judul or jabatan_nama,  # BoardMember.title
+            level=level,
         )
     officer = None
-    if person.officer is not None and person.officer.active:
-        o = person.officer
+    if officer_id is not None and officer_active:
         officer = OfficerScope(
-            officer_id=o.id,
-            kecamatan_id=o.kecamatan_id,
-            kecamatan=o.kecamatan.nama if o.kecamatan else None,
-            can_broadcast=o.can_broadcast,
+            officer_id=officer_id,
+            kecamatan_id=officer_kecamatan_id,
+            kecamatan=officer_kecamatan,
+            can_broadcast=can_broadcast,
         )
     return Actor(
         channel=channel,
         external_id=external_id,
-        person_id=person.id,
-        nama=person.nama,
+        person_id=person_id,
+        nama=nama,
         membership=membership,
         officer=officer,
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from functools import cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, Literal, overload
 
 from babel.numbers import format_decimal
-from sqlalchemy import inspect, select
+from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -57,6 +57,12 @@ def _labels(messages: Messages) -> dict[str, str]:
     return labels
 
 
+@lru_cache(maxsize=256)
+def _period_name(key: str, language: str) -> str:
+    """The month's name ("Oktober 2026" for "2026-10"), asked at every question: Babel is slow."""
+    return Period.parse_key(key).name(language)
+
+
 def labels(messages: Messages) -> dict[str, str]:
     """Field and option labels of the report in the messages' language."""
     return _labels(messages)
@@ -102,6 +108,37 @@ def deadline(settings: Settings, period: Period) -> datetime:
 def report_topic(period: Period, koperasi_id: int) -> str:
     """The outbox topic of a cooperative's notices for a period (cancelled when it reports)."""
     return f"report:{period.key}:k{koperasi_id}"
+
+
+def _last_answers(koperasi_id: Any, period: Any) -> Select[tuple[dict[str, Any]]]:
+    """The answers of a cooperative's latest report (its current revision) before a period."""
+    return (
+        select(ReportRevision.answers)
+        .join(Report, Report.id == ReportRevision.report_id)
+        .where(
+            Report.koperasi_id == koperasi_id,
+            Report.period < period,
+            ReportRevision.revision == Report.current_revision,
+        )
+        .order_by(Report.period.desc())
+        .limit(1)
+    )
+
+
+# Statements run at every answer, built once (building one costs more than running it on
+# SQLite); index True is the PostgreSQL form, which locks the draft row.
+_LAST_ANSWERS = _last_answers(bindparam("koperasi_id"), bindparam("period"))
+_DRAFT_BY_PERSON = select(ReportDraft).where(ReportDraft.person_id == bindparam("person_id"))
+_DRAFT = (_DRAFT_BY_PERSON, _DRAFT_BY_PERSON.with_for_update(of=ReportDraft))
+_DRAFT_LAST = (
+    _last_answers(ReportDraft.koperasi_id, ReportDraft.period)
+    .correlate(ReportDraft)
+    .scalar_subquery()
+)
+_DRAFT_WITH_LAST = (
+    _DRAFT_BY_PERSON.add_columns(_DRAFT_LAST),
+    _DRAFT_BY_PERSON.add_columns(_DRAFT_LAST).with_for_update(of=ReportDraft),
+)
 
 
 @dataclass(frozen=True)
@@ -256,15 +293,21 @@ class ReportService:
         replies: list[Reply] = []
         try:
             async with self.core.db.transaction() as session:
-                draft = await self._draft(session, actor, replies)
-                if draft is None or (draft_id is not None and draft.id != draft_id):
+                # The draft and last month's answers in one round trip; the answer itself is
+                # then one UPDATE checked against the draft's version at commit.
+                found = await self._draft(session, actor, replies, with_last=True)
+                if found is None:
+                    return replies or None
+                draft, last = found
+                if draft_id is not None and draft.id != draft_id:
                     return replies or None
                 if message_id is not None:
                     # Telegram may deliver one message twice; the second changes nothing.
                     if draft.last_message_id is not None and message_id <= draft.last_message_id:
                         return []
                     draft.last_message_id = message_id
-                ctx = await self._context(session, actor, Period.parse_key(draft.period))
+                assert actor.membership is not None
+                ctx = _Context(session, actor, actor.membership.koperasi_nama, dict(last or {}))
                 replies.extend(await handle(draft, ctx))
                 if not inspect(draft).was_deleted:  # submitted or discarded drafts are gone
                     draft.updated_at = self.core.clock.now()
@@ -272,15 +315,33 @@ class ReportService:
             return [self._reply("laporan_sibuk")]
         return replies
 
+    @overload
     async def _draft(
-        self, session: AsyncSession, actor: Actor, replies: list[Reply]
-    ) -> ReportDraft | None:
-        query = select(ReportDraft).where(ReportDraft.person_id == actor.person_id)
-        if self.core.db.dialect == "postgresql":
-            query = query.with_for_update()
-        draft = await session.scalar(query)
-        if draft is None:
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        replies: list[Reply],
+        *,
+        with_last: Literal[False] = False,
+    ) -> ReportDraft | None: ...
+
+    @overload
+    async def _draft(
+        self, session: AsyncSession, actor: Actor, replies: list[Reply], *, with_last: Literal[True]
+    ) -> tuple[ReportDraft, dict[str, Any] | None] | None: ...
+
+    async def _draft(
+        self, session: AsyncSession, actor: Actor, replies: list[Reply], *, with_last: bool = False
+    ) -> ReportDraft | tuple[ReportDraft, dict[str, Any] | None] | None:
+        """The person's draft (locked on PostgreSQL), or None when there is none or it may no
+        longer be used (then it is deleted). `with_last` also brings the answers of the
+        cooperative's latest report before the draft's period (see _context)."""
+        locked = self.core.db.dialect == "postgresql"
+        query = _DRAFT_WITH_LAST[locked] if with_last else _DRAFT[locked]
+        row = (await session.execute(query, {"person_id": actor.person_id})).first()
+        if row is None:
             return None
+        draft: ReportDraft = row[0]
         membership = actor.membership
         ttl = timedelta(days=self.core.settings.draft_ttl_days)
         if membership is None or draft.koperasi_id != membership.koperasi_id:
@@ -297,20 +358,13 @@ class ReportService:
             await session.delete(draft)
             await session.flush()
             return None
-        return draft
+        return (draft, row[1]) if with_last else draft
 
     async def _context(self, session: AsyncSession, actor: Actor, period: Period) -> _Context:
+        """What a step needs; `last` is the cooperative's latest report before `period`."""
         assert actor.membership is not None
         last = await session.scalar(
-            select(ReportRevision.answers)
-            .join(Report, Report.id == ReportRevision.report_id)
-            .where(
-                Report.koperasi_id == actor.membership.koperasi_id,
-                Report.period < period.key,
-                ReportRevision.revision == Report.current_revision,
-            )
-            .order_by(Report.period.desc())
-            .limit(1)
+            _LAST_ANSWERS, {"koperasi_id": actor.membership.koperasi_id, "period": period.key}
         )
         return _Context(session, actor, actor.membership.koperasi_nama, dict(last or {}))
 
@@ -754,7 +808,7 @@ class ReportService:
         return None
 
     def _name(self, key: str) -> str:
-        return Period.parse_key(key).name(self.m.language)
+        return _period_name(key, self.m.language)
 
     def _reply(
         self, template: str, *, buttons: Buttons | None = None, alert: bool = False, **values: Any

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ContextTypes, filters
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.core import Core
-from bot.identity import Actor, identify
+from bot.identity import Actor, lookup
 from bot.replies import Reply
 from bot.text import split_message
 
@@ -19,6 +27,78 @@ PRIVATE = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
 
 Context = ContextTypes.DEFAULT_TYPE
 Buttons = list[list[tuple[str, str]]]
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# A reply is worth a short wait: Telegram's 5xx, dropped connections and short 429s are
+# retried in the handler (the outbox sender has its own, slower policy for what it sends).
+# Only after the last attempt does the error reach the error handler. A timed-out request may
+# have been delivered, so a reply is sent at least once, not exactly once.
+REPLY_ATTEMPTS = 6
+REPLY_FIRST_DELAY = 0.25
+REPLY_MAX_RETRY_AFTER = 10.0
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    """The wait Telegram asked for, whether PTB hands it back as int or timedelta.
+
+    PTB 22 warns on reading `retry_after` unless PTB_TIMEDELTA is set; the value is the
+    same either way, so the deprecation notice is not ours to act on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value: object = error.retry_after
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"unexpected retry_after {value!r}")
+
+
+async def call_api(call: Callable[[], Awaitable[T]]) -> T:
+    """Run one Bot API call, retrying what is worth retrying: 429 (after its retry_after, when
+    short), 5xx and network errors (with doubling delays). Refusals (400, 403) are raised at
+    once."""
+    delay = REPLY_FIRST_DELAY
+    for attempt in range(1, REPLY_ATTEMPTS + 1):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            wait = retry_after_seconds(exc)
+            if attempt == REPLY_ATTEMPTS or wait > REPLY_MAX_RETRY_AFTER:
+                raise
+            log.info("Bot API asked to wait %.0f s (attempt %d)", wait, attempt)
+            await asyncio.sleep(wait)
+        except BadRequest:
+            raise
+        except NetworkError as exc:  # 5xx, timeouts, dropped connections
+            if attempt == REPLY_ATTEMPTS:
+                raise
+            log.info("Bot API call failed (%s), retrying in %.2f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+async def chat_action(context: Context, chat_id: int, action: str) -> None:
+    """Show "sending a photo…" and the like: a hint, so a failure is only logged."""
+    try:
+        await context.bot.send_chat_action(chat_id, action)
+    except TelegramError as exc:
+        log.info("chat action not shown: %s", exc)
+
+
+async def answer_query(update: Update, text: str | None = None, *, alert: bool = False) -> None:
+    """Stop a pressed button's spinner. If Telegram will not take it even after retries, the
+    spinner stops on its own after a while: not worth failing the update for."""
+    query = update.callback_query
+    if query is None:
+        return
+    try:
+        await call_api(partial(query.answer, text, show_alert=alert))
+    except TelegramError as exc:
+        log.warning("could not answer a button press: %s", exc)
 
 
 def core_of(context: Context) -> Core:
@@ -33,11 +113,21 @@ def display_name(user: User | None) -> str:
     return " ".join(part for part in (user.first_name, user.last_name) if part).strip()
 
 
+# Where actor_of keeps the actor of the update being handled (PTB makes one context per update).
+_ACTOR = "koperasi_actor"
+
+
 async def actor_of(update: Update, context: Context) -> Actor:
+    """Who sent the update, as the database says when the update arrived: looked up once per
+    update (the text router asks several features in turn, each wanting the actor)."""
+    seen, known = context.__dict__.get(_ACTOR, (None, None))
+    if seen is update and isinstance(known, Actor):
+        return known
     user = update.effective_user
     assert user is not None
-    async with core_of(context).db.sessions() as session:
-        return await identify(session, CHANNEL, str(user.id))
+    actor = await lookup(core_of(context).db, CHANNEL, str(user.id))
+    context.__dict__[_ACTOR] = (update, actor)
+    return actor
 
 
 def command_menu(core: Core, template: str = "commands") -> list[BotCommand]:
@@ -74,7 +164,9 @@ async def reply(
     parts = split_message(text)
     for index, part in enumerate(parts):
         markup = keyboard(buttons) if index == len(parts) - 1 else None
-        await context.bot.send_message(chat_id=chat.id, text=part, reply_markup=markup)
+        await call_api(
+            partial(context.bot.send_message, chat_id=chat.id, text=part, reply_markup=markup)
+        )
 
 
 async def edit(
@@ -89,7 +181,17 @@ async def edit(
     query = update.callback_query
     assert query is not None
     text = core_of(context).messages.render(template, **values)
-    await query.edit_message_text(text=split_message(text)[0], reply_markup=keyboard(buttons))
+    await edit_text(query, split_message(text)[0], keyboard(buttons))
+
+
+async def edit_text(query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    """Edit the pressed message; an edit that changes nothing (a press delivered twice, or a
+    retried edit that had gone through) is no error."""
+    try:
+        await call_api(partial(query.edit_message_text, text, reply_markup=markup))
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
 
 
 async def show_replies(
@@ -106,16 +208,19 @@ async def show_replies(
             [[(text, prefix + action) for text, action in row] for row in item.buttons]
         )
         if item.alert and query is not None:
-            await query.answer(item.text, show_alert=True)
+            await answer_query(update, item.text, alert=True)
             answered = True
             continue
         if item.replace and query is not None and query.message is not None:
-            await query.edit_message_text(split_message(item.text)[0], reply_markup=markup)
+            await edit_text(query, split_message(item.text)[0], markup)
             continue
         parts = split_message(item.text)
         for index, part in enumerate(parts):
-            await context.bot.send_message(
-                chat.id, part, reply_markup=markup if index == len(parts) - 1 else None
+            last = index == len(parts) - 1
+            await call_api(
+                partial(
+                    context.bot.send_message, chat.id, part, reply_markup=markup if last else None
+                )
             )
     if query is not None and not answered:
-        await query.answer()
+        await answer_query(update)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from telegram import Update
 from telegram.constants import ChatAction
 from telegram.ext import BaseHandler, CommandHandler
 
 from bot.export import Document, officer_export
-from handlers.common import PRIVATE, Context, actor_of, core_of, show_replies
+from handlers.common import (
+    PRIVATE,
+    Context,
+    actor_of,
+    call_api,
+    chat_action,
+    core_of,
+    show_replies,
+)
 
 
 async def ekspor(update: Update, context: Context) -> None:
@@ -16,11 +26,17 @@ async def ekspor(update: Update, context: Context) -> None:
     actor = await actor_of(update, context)
     if actor.officer is not None:
         # Building the workbook takes a moment on a large registry; show that it is coming.
-        await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_DOCUMENT)
+        await chat_action(context, chat.id, ChatAction.UPLOAD_DOCUMENT)
     result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
     if isinstance(result, Document):
-        await context.bot.send_document(
-            chat.id, document=result.content, filename=result.filename, caption=result.caption
+        await call_api(
+            partial(
+                context.bot.send_document,
+                chat.id,
+                document=result.content,
+                filename=result.filename,
+                caption=result.caption,
+            )
         )
         return
     await show_replies(update, context, result)

@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, MessageHandler, filters
 
 from bot.onboarding import looks_like_code
-from handlers.common import PRIVATE, Context, actor_of, core_of, reply
+from handlers.common import PRIVATE, Context, actor_of, answer_query, core_of, reply
 from handlers.onboarding import link_with_code
 
 
@@ -35,9 +35,7 @@ async def unsupported(update: Update, context: Context) -> None:
 
 
 async def stale_button(update: Update, context: Context) -> None:
-    query = update.callback_query
-    assert query is not None
-    await query.answer(core_of(context).messages.render("stale_button"), show_alert=True)
+    await answer_query(update, core_of(context).messages.render("stale_button"), alert=True)
 
 
 def build_group_handlers() -> list[BaseHandler[Update, Context, None]]:

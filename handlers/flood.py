@@ -9,7 +9,7 @@ from telegram import Update
 from telegram.ext import ApplicationHandlerStop, BaseHandler, TypeHandler
 
 from bot.flood import FloodGate, Verdict
-from handlers.common import Context, reply
+from handlers.common import Context, answer_query, reply
 
 # Where register_handlers keeps the gate; absent means no flood control.
 BOT_DATA_KEY = "flood"
@@ -32,8 +32,7 @@ async def check(update: Update, context: Context) -> None:
         chat = update.effective_chat
         if chat is not None and chat.type == chat.PRIVATE:
             await reply(update, context, "flood_pelan", detik=math.ceil(gate.window_seconds))
-        if update.callback_query is not None:
-            await update.callback_query.answer()
+        await answer_query(update)
     raise ApplicationHandlerStop
 
 

@@ -12,6 +12,7 @@ from handlers.common import (
     PRIVATE,
     Context,
     actor_of,
+    answer_query,
     command_menu,
     core_of,
     display_name,
@@ -118,7 +119,7 @@ async def keluar(update: Update, context: Context) -> None:
 async def keluar_answer(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None
-    await query.answer()
+    await answer_query(update)
     if query.data == "keluar:batal":
         await edit(update, context, "keluar_cancelled")
         return

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from telegram import Update
 from telegram.constants import ChatAction
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 
 from bot.rekap import Chart, chart_view, recap_view
-from handlers.common import PRIVATE, Context, actor_of, core_of, show_replies
+from handlers.common import (
+    PRIVATE,
+    Context,
+    actor_of,
+    answer_query,
+    call_api,
+    chat_action,
+    core_of,
+    show_replies,
+)
 
 CALLBACK_PREFIX = "k:"
 
@@ -33,10 +43,18 @@ async def chart_button(update: Update, context: Context) -> None:
         await show_replies(update, context, [found], CALLBACK_PREFIX)
         return
     # Stop the button's spinner now: drawing takes a second or two.
-    await query.answer()
-    await context.bot.send_chat_action(chat.id, ChatAction.UPLOAD_PHOTO)
+    await answer_query(update)
+    await chat_action(context, chat.id, ChatAction.UPLOAD_PHOTO)
     png = await asyncio.to_thread(found.render)
-    await context.bot.send_photo(chat.id, photo=png, filename=found.filename, caption=found.caption)
+    await call_api(
+        partial(
+            context.bot.send_photo,
+            chat.id,
+            photo=png,
+            filename=found.filename,
+            caption=found.caption,
+        )
+    )
 
 
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from datetime import timedelta
-
 from telegram import Bot
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -16,29 +13,14 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.warnings import PTBDeprecationWarning
 
 from bot.sender import ButtonRows, Delivery, Outcome
-from handlers.common import CHANNEL, keyboard
+from handlers.common import CHANNEL, keyboard, retry_after_seconds
+
+__all__ = ["TelegramTransport", "retry_after_seconds"]
 
 # 400 answers that mean the chat is gone for good rather than that the request was wrong.
 _GONE = ("chat not found", "user not found", "peer_id_invalid", "chat_write_forbidden")
-
-
-def retry_after_seconds(error: RetryAfter) -> float:
-    """The wait Telegram asked for, whether PTB hands it back as int or timedelta.
-
-    PTB 22 warns on reading `retry_after` unless PTB_TIMEDELTA is set; the value is the
-    same either way, so the deprecation notice is not ours to act on.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value: object = error.retry_after
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, int | float):
-        return float(value)
-    raise TypeError(f"unexpected retry_after {value!r}")
 
 
 def _chat(chat_id: str) -> int | str:

@@ -17,6 +17,7 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     select_autoescape,
 )
@@ -61,6 +62,8 @@ class Messages:
             rupiah=rupiah, tanggal=self.tanggal, tanggal_pendek=self.tanggal_pendek, jam=self.jam
         )
         self.env.globals.update(salam=self.salam)
+        self._templates: dict[tuple[str, str], Template] = {}
+        self._constant: dict[tuple[str, str], str] = {}
 
     def _local(self, value: datetime | date) -> datetime | date:
         if isinstance(value, datetime):
@@ -86,10 +89,26 @@ class Messages:
 
     def render(self, name: str, /, language: str | None = None, **context: Any) -> str:
         lang = language or self.language
+        if context:
+            return self._template(lang, name).render(**context).strip()
+        # A template without values (a button label, a fixed sentence) reads the same every
+        # time: rendered once per process.
+        text = self._constant.get((lang, name))
+        if text is None:
+            text = self._constant[lang, name] = self._template(lang, name).render().strip()
+        return text
+
+    def _template(self, lang: str, name: str) -> Template:
+        """The compiled template, found once: the bot renders several per update, and Jinja's
+        own lookup stats the file each time to see whether it changed."""
+        template = self._templates.get((lang, name))
+        if template is not None:
+            return template
         for suffix in (".html", ".txt"):
             try:
                 template = self.env.get_template(f"{lang}/{name}{suffix}")
             except TemplateNotFound:
                 continue
-            return template.render(**context).strip()
+            self._templates[lang, name] = template
+            return template
         raise TemplateNotFound(f"{lang}/{name}")
