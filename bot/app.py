@@ -19,6 +19,7 @@ from telegram.request import BaseRequest
 
 from bot.core import Core
 from bot.flood import FloodGate
+from bot.leader import Leadership
 from bot.ops import Incident, OpsAlerts, database_unavailable, error_type, new_incident_id
 from bot.panggil import PanggilService
 from bot.reminders import next_wake, tick
@@ -62,7 +63,10 @@ def install_guards(app: App) -> None:
     core: Core = app.bot_data["core"]
     app.bot_data.setdefault(OPS_ALERTS, OpsAlerts(core))
     if core.settings.telegram_bot_token is not None:
-        app.bot_data.setdefault(flood.BOT_DATA_KEY, FloodGate())
+        app.bot_data.setdefault(
+            flood.BOT_DATA_KEY,
+            FloodGate(core.settings.flood_limit, core.settings.flood_window_seconds),
+        )
 
 
 def describe_update(update: object) -> str:
@@ -143,30 +147,59 @@ async def post_init(app: App) -> None:
 
 # The scheduler and the sender ---------------------------------------------------------------
 # APScheduler (through PTB's JobQueue) only wakes `tick`; the ledger in the database decides
-# what is due, so the jobs need no persistence: start-up runs one tick to catch up.
+# what is due, so the jobs need no persistence: start-up runs one tick to catch up. Every process
+# sends; of several processes only the leader (bot/leader.py) runs the calendar, and a process
+# that becomes the leader catches up at once, as at start-up.
 CALENDAR_NEXT = "calendar-next"
 CALENDAR_HOURLY = "calendar-hourly"
+SCHEDULER_LEADER = "scheduler-leader"
 
 
 def start_background(app: App) -> None:
-    """Start the outbox sender task and the calendar jobs (the Application must be started)."""
+    """Start the outbox sender task, the leadership check and the calendar jobs (the
+    Application must be started)."""
     core: Core = app.bot_data["core"]
-    sender = Sender(core, TelegramTransport(app.bot))
+    sender = Sender(
+        core, TelegramTransport(app.bot), lease_seconds=core.settings.outbox_lease_seconds
+    )
     stop = asyncio.Event()
     app.bot_data["sender"] = sender
     app.bot_data["sender_stop"] = stop
     app.bot_data["sender_task"] = asyncio.get_running_loop().create_task(
         sender.run(stop), name="outbox-sender"
     )
+    app.bot_data["leader"] = Leadership(core, sender.name)
     jobs = app.job_queue
     assert jobs is not None, "python-telegram-bot[job-queue] is required"
-    jobs.run_once(calendar_job, when=0, name=CALENDAR_NEXT)
+    # The first check at once (the leader's start-up tick follows it), then every interval.
+    # Not run_repeating(first=0): APScheduler moves a start already past to the next interval.
+    every = core.settings.scheduler_takeover_seconds
+    jobs.run_once(leadership_job, when=0, name=SCHEDULER_LEADER)
+    jobs.run_repeating(leadership_job, interval=every, first=every, name=SCHEDULER_LEADER)
     # A safety net: people linked during a notice's window are told within the hour.
     jobs.run_repeating(calendar_job, interval=3600, first=3600, name=CALENDAR_HOURLY)
 
 
+async def leadership_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Become or stay the scheduler's leader; a new leader ticks at once, a lost one stops."""
+    leader: Leadership = context.bot_data["leader"]
+    was = leader.is_leader
+    now = await leader.check()
+    jobs = context.job_queue
+    assert jobs is not None
+    if now and not was:
+        jobs.run_once(calendar_job, when=0, name=CALENDAR_NEXT)
+    elif was and not now:
+        for job in jobs.get_jobs_by_name(CALENDAR_NEXT):
+            job.schedule_removal()
+
+
 async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Decide what is due now, wake the sender, and arm the next exact wake-up."""
+    """Decide what is due now, wake the sender, and arm the next exact wake-up (the leader
+    only)."""
+    leader: Leadership | None = context.bot_data.get("leader")
+    if leader is not None and not leader.is_leader:
+        return
     core: Core = context.bot_data["core"]
     result = await tick(core)
     reports: ReportService = context.bot_data["reports"]
@@ -194,10 +227,14 @@ async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
 async def stop_background(app: App) -> None:
     stop: asyncio.Event | None = app.bot_data.pop("sender_stop", None)
     task: asyncio.Task[Any] | None = app.bot_data.pop("sender_task", None)
+    leader: Leadership | None = app.bot_data.pop("leader", None)
     if stop is not None:
         stop.set()
     if task is not None:
         await task
+    if leader is not None:
+        # Another process takes over at its next check instead of waiting for a lease.
+        await leader.release()
 
 
 async def send_due(core: Core) -> SendStats:
@@ -211,6 +248,15 @@ async def send_due_with(core: Core, bot: Bot) -> SendStats:
     return await Sender(core, TelegramTransport(bot)).drain()
 
 
+def _api_hiccup(error: BaseException) -> bool:
+    """A 5xx, a dropped connection, a timeout or a 429 from the Bot API (not a refusal)."""
+    if isinstance(error, telegram_errors.RetryAfter):
+        return True
+    return isinstance(error, telegram_errors.NetworkError) and not isinstance(
+        error, telegram_errors.BadRequest
+    )
+
+
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Every exception a handler or job let through. It is logged with the update and a short
     incident id; the person (private chat) is told that id, or to try again shortly when the
@@ -222,6 +268,11 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if isinstance(error, telegram_errors.Forbidden):
         # The person blocked the bot while it answered: nobody to tell, nothing to fix.
         log.info("A chat refused an answer (%s) while handling %s", error, describe_update(update))
+        return
+    if update is None and _api_hiccup(error):
+        # getUpdates failed: PTB retries with growing pauses. A short outage of Telegram or
+        # of the network is no incident; what a handler could not send is retried there.
+        log.warning("Bot API unavailable while fetching updates (%s); retrying", error)
         return
     incident_id = new_incident_id()
     database = database_unavailable(error)

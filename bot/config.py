@@ -50,7 +50,17 @@ class Settings(BaseSettings):
     outbox_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
     outbox_per_chat_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     outbox_max_attempts: int = Field(default=5, ge=1, le=50)
+    # How long rows claimed by the bot's own sender stay reserved: when the process dies,
+    # another sender takes them over after this long (`send --lease-seconds` for `send`).
+    outbox_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     run_scheduler: bool = True
+    # With several processes one runs the calendar; the others check this often whether it is
+    # still there, so a take-over happens within about this many seconds (bot/leader.py).
+    scheduler_takeover_seconds: float = Field(default=15.0, ge=0.5, le=600)
+    # Flood control (with Telegram): more than FLOOD_LIMIT updates from one person within
+    # FLOOD_WINDOW_SECONDS is answered once, then ignored until their pace drops.
+    flood_limit: int = Field(default=20, ge=1, le=10_000)
+    flood_window_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Who signs the city's summons (the letter's closing).
     summons_signer: str = "Wali Kota Serang"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -19,10 +19,17 @@ the most any sender can promise; nothing else is duplicated or lost.
 
 Order and limits. Only the earliest unfinished row of a chat can be claimed (quiet-hours rows
 waiting for the morning do not hold back urgent ones), so a chat's messages go out in id order
-even with several senders, and a batch holds at most one row per chat. Within a process the
-sender keeps a global rate (evenly spaced starts) and a minimum interval per chat, and pauses
-everything when the channel says "retry after". Those limits are per process: with N senders
-on one bot, give each 1/N of the rate.
+even with several senders, and a batch holds at most one row per chat. A send starts only in a
+slot of the channel's send budget: evenly spaced starts at the global rate, claimed a few at a
+time (no more than the sender can start) and dropped, not used late, when missed by more than a
+quarter of their spacing, so a late sender never crowds the next one. On PostgreSQL the budget
+is one row every sender shares (`send_budget`, GCRA: each claim moves the row's `next_at` on by
+its slots in one statement), so N processes together keep one rate, not N; on SQLite, where one
+process sends, it is kept in memory (`LocalBudget`). "Retry after" pauses every sender of the
+budget: the row moves past the pause (a sender that already holds slots may use the ones it
+claimed, a quarter of a second's worth at most). The minimum interval per chat is kept per
+process; a batch never holds two rows of one chat and a chat's next row waits for the previous
+one to finish, so several processes do not crowd a chat either.
 """
 
 from __future__ import annotations
@@ -31,22 +38,26 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Select, and_, exists, or_, select, update
+from sqlalchemy import Interval, Select, and_, exists, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bot.core import Core
 from bot.outbox import SendingWindow, sending_window
-from storage.models import ChatIdentity, OutboxMessage, OutboxStatus
+from storage.db import Database
+from storage.models import ChatIdentity, OutboxMessage, OutboxStatus, SendBudget
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,11 @@ BACKOFF_CAP_SECONDS = 300.0
 # A group that migrated to a supergroup is followed this many times within one attempt.
 MAX_MIGRATIONS = 2
 _REASON_LENGTH = 200
+# A sender claims at most this many seconds' worth of send slots at once: a claim is a database
+# round trip on PostgreSQL, and slots claimed but not used are lost to every process.
+CLAIM_SECONDS = 0.25
+# A shared budget reads the database's clock through the quickest of this many round trips.
+OFFSET_SAMPLES = 16
 
 
 class Outcome(enum.Enum):
@@ -115,24 +131,96 @@ class _Claimed:
     attempts: int
 
 
-class _Pacer:
-    """Evenly spaced starts (`rate` per second) and a shared pause for flood control."""
+class Budget(Protocol):
+    """Where a sender gets its send slots: evenly spaced starts, `spacing` seconds apart."""
+
+    spacing: float
+
+    async def claim(self, count: int) -> float:
+        """Reserve `count` consecutive slots; returns when the first starts (`time.monotonic()`
+        of this process), the others follow every `spacing` seconds."""
+        ...
+
+    async def pause(self, seconds: float) -> None:
+        """Flood control: no slot claimed from now on starts within `seconds`."""
+        ...
+
+
+class LocalBudget:
+    """The slots of one process (SQLite: one process sends)."""
 
     def __init__(self, rate: float) -> None:
         self.spacing = 1.0 / rate
         self._next = 0.0
-        self._paused_until = 0.0
 
-    def wait(self) -> float:
-        """Seconds until the next start is allowed (0 or less: now)."""
-        return max(self._next, self._paused_until) - time.monotonic()
+    async def claim(self, count: int) -> float:
+        start = max(self._next, time.monotonic())
+        self._next = start + count * self.spacing
+        return start
 
-    def take(self) -> None:
-        # From the actual start, not the planned one: a late wake-up never bunches two sends.
-        self._next = time.monotonic() + self.spacing
+    async def pause(self, seconds: float) -> None:
+        self._next = max(self._next, time.monotonic() + seconds)
 
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+class SharedBudget:
+    """The slots every sender of a channel shares, from one `send_budget` row (PostgreSQL).
+
+    A claim is one statement in its own transaction: `next_at` moves to
+    greatest(next_at, now) + count * spacing, and the sender learns where its slots start on
+    the database's clock. Concurrent claims queue on the row lock and get consecutive slots.
+
+    Slots are times on the database's clock, so every process must read that clock the same
+    way. Each answer also brings the database's time, taken somewhere within the round trip;
+    the sender keeps the offset to its own clock from the quickest recent round trip (as NTP
+    does), so a claim answered late (a busy event loop, a queue on the row lock) does not shift
+    its slots into the next process's.
+    """
+
+    def __init__(self, db: Database, name: str, rate: float) -> None:
+        self.db = db
+        self.name = name
+        self.spacing = 1.0 / rate
+        # (round trip, database epoch minus local monotonic) of the last answers.
+        self._samples: deque[tuple[float, float]] = deque(maxlen=OFFSET_SAMPLES)
+
+    async def _move(self, values: Any, update_to: Any, returning: Any) -> float:
+        """Upsert the row; returns `returning` (epoch seconds) on this process's clock."""
+        statement = (
+            postgresql.insert(SendBudget)
+            .values(name=self.name, next_at=values)
+            .on_conflict_do_update(index_elements=["name"], set_={"next_at": update_to})
+            .returning(returning, func.extract("epoch", func.clock_timestamp()))
+        )
+        async with self.db.engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            sent = time.monotonic()
+            at, database_now = (await connection.execute(statement)).one()
+            received = time.monotonic()
+        self._samples.append((received - sent, float(database_now) - (sent + received) / 2))
+        offset = min(self._samples)[1]
+        return float(at) - offset
+
+    async def claim(self, count: int) -> float:
+        length = literal(timedelta(seconds=count * self.spacing), Interval())
+        now = func.clock_timestamp()
+        return await self._move(
+            now + length,
+            func.greatest(SendBudget.next_at, now) + length,
+            func.extract("epoch", SendBudget.next_at - length),
+        )
+
+    async def pause(self, seconds: float) -> None:
+        until = func.clock_timestamp() + literal(timedelta(seconds=seconds), Interval())
+        await self._move(
+            until, func.greatest(SendBudget.next_at, until), func.extract("epoch", until)
+        )
+
+
+def default_budget(core: Core, channel: str, rate: float) -> Budget:
+    """Shared on PostgreSQL, where several senders may run; in memory on SQLite."""
+    if core.db.dialect == "postgresql":
+        return SharedBudget(core.db, channel, rate)
+    return LocalBudget(rate)
 
 
 def default_name() -> str:
@@ -161,6 +249,7 @@ class Sender:
         max_attempts: int | None = None,
         concurrency: int = 8,
         poll_interval: float = 1.0,
+        budget: Budget | None = None,
     ) -> None:
         settings = core.settings
         self.core = core
@@ -183,7 +272,12 @@ class Sender:
         self.window: SendingWindow = sending_window(settings)
         if self.rate <= 0 or batch < 1 or concurrency < 1 or lease_seconds <= 0:
             raise ValueError("rate, batch, concurrency and lease must be positive")
-        self._pacer = _Pacer(self.rate)
+        self.budget = budget or default_budget(core, transport.channel, self.rate)
+        # The slots claimed and not used yet (monotonic start times), and the end of the last
+        # flood-control pause this process was told about.
+        self._slots: deque[float] = deque()
+        self._paused_until = 0.0
+        self._claim_size = max(1, math.ceil(self.rate * CLAIM_SECONDS))
         # Per chat identity: the monotonic time its next message may start.
         self._chat_free: dict[int, float] = {}
         self._wake = asyncio.Event()
@@ -403,16 +497,42 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _turn(self) -> bool:
-        """Wait for the global rate and any flood-control pause; False when stopping."""
-        while (wait := self._pacer.wait()) > 0:
-            if self._stop.is_set():
-                return False
-            await self._sleep(wait)
-        if self._stop.is_set():
-            return False
-        self._pacer.take()
-        return True
+    async def _turn(self, wanted: int = 1) -> bool:
+        """Wait for a send slot (claiming up to `wanted` when none is left) and for any
+        flood-control pause; False when stopping."""
+        spacing = self.budget.spacing
+        # A slot missed by more than this is dropped, not used late: used late, it would crowd
+        # the next slot, which may be another process's (the margin is for the network's jitter).
+        late = max(spacing / 4, 0.002)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._paused_until > now:
+                await self._sleep(self._paused_until - now)
+                continue
+            while self._slots and self._slots[0] < now - late:
+                self._slots.popleft()
+            if not self._slots:
+                count = max(1, min(wanted, self._claim_size))
+                start = await self.budget.claim(count)
+                self._slots.extend(start + number * spacing for number in range(count))
+                continue
+            if (wait := self._slots[0] - now) > 0:
+                await self._sleep(wait)
+                continue
+            self._slots.popleft()
+            return True
+        return False
+
+    async def _pause(self, seconds: float) -> None:
+        """Flood control: this process at once, then every sender of the budget."""
+        seconds = max(seconds, 0.0)
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._slots.clear()
+        try:
+            await self.budget.pause(seconds)
+        except Exception:
+            # This process still pauses; the others find out at their own 429.
+            log.exception("outbox sender %s: could not share a flood-control pause", self.name)
 
     async def _send_batch(self, batch: list[_Claimed], stats: SendStats) -> None:
         now = time.monotonic()
@@ -428,24 +548,31 @@ class Sender:
                     continue
                 now = time.monotonic()
                 busy = {row.identity_id for row in in_flight.values()}
-                ready = None
+                startable = []
                 if len(in_flight) < self.concurrency:
-                    ready = next(
-                        (
-                            row
-                            for row in queue
-                            if row.identity_id not in busy
-                            and self._chat_free.get(row.identity_id, 0.0) <= now
-                        ),
-                        None,
-                    )
+                    startable = [
+                        row
+                        for row in queue
+                        if row.identity_id not in busy
+                        and self._chat_free.get(row.identity_id, 0.0) <= now
+                    ]
+                ready = startable[0] if startable else None
                 if ready is not None:
-                    if not await self._turn():
-                        continue
+                    # The lease before the slot: a slot is used the moment it comes, as a
+                    # renewal's round trip in between would make the send late and crowd the
+                    # next slot, perhaps another process's.
                     if self.core.clock.now() >= lease_until - self.lease / 2:
                         lease_until = await self._renew(queue, in_flight.values())
-                        if ready not in queue:
-                            continue
+                        continue
+                    # No more slots than sends it can start: a slot not used is lost to
+                    # every sender of the budget.
+                    room = self.concurrency - len(in_flight)
+                    if not await self._turn(min(len(startable), room)):
+                        continue
+                    if self.core.clock.now() >= lease_until - self.lease / 4:
+                        # After a long wait (flood control): renew, and give this slot up.
+                        lease_until = await self._renew(queue, in_flight.values())
+                        continue
                     queue.remove(ready)
                     self._chat_free[ready.identity_id] = time.monotonic() + self.per_chat_interval
                     in_flight[asyncio.create_task(self._attempt(ready, stats))] = ready
@@ -545,7 +672,7 @@ class Sender:
             )
         if delivery.outcome is Outcome.RETRY_AFTER:
             # Before anything else, so no other send starts during the pause.
-            self._pacer.pause(max(delivery.retry_after, 0.0))
+            await self._pause(delivery.retry_after)
         await self._record(row, delivery, stats)
 
     # -- recording ----------------------------------------------------------------------------

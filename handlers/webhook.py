@@ -9,6 +9,8 @@ secret with `!=`, whose time leaks how much of a guess was right, and logs a wro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -26,19 +28,30 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 # An update is a few KiB (a message is at most 4096 characters); anything far larger is not one.
 MAX_BODY_BYTES = 1024 * 1024
+# On a clean stop, updates already being handled get this long to finish and be answered.
+STOP_GRACE_SECONDS = 30.0
 
 App = Application[Any, Any, Any, Any, Any, Any]
 
 
 class WebhookHandler(tornado.web.RequestHandler):
     """POST on the webhook path: 403 without the right secret, 400 for what is not an update,
-    else the update goes to the Application's update queue, as PTB's own webhook does."""
+    else 200 once the Application has handled the update.
+
+    Not queued and answered at once, as PTB's own webhook does: an update answered 200 is gone
+    from Telegram, so a process that dies between the answer and the handling would lose it.
+    Answered after the handling, an update whose process dies gets no 200 and Telegram delivers
+    it again, to this process or, behind one address, to another (handling it twice is
+    harmless: see docs/RELIABILITY.md). One update at a time per process, in arrival order, as
+    the update queue did.
+    """
 
     SUPPORTED_METHODS = ("POST",)
 
-    def initialize(self, app: App, secret: bytes) -> None:
+    def initialize(self, app: App, secret: bytes, server: WebhookServer) -> None:
         self.app = app
         self.secret = secret
+        self.server = server
 
     async def post(self) -> None:
         given = self.request.headers.get(SECRET_HEADER, "").encode()
@@ -62,9 +75,9 @@ class WebhookHandler(tornado.web.RequestHandler):
             return
         if isinstance(self.app.bot, ExtBot):
             self.app.bot.insert_callback_data(update)
-        # The Application processes the queue in order; `Application.stop` finishes what is in it
-        # before the process ends, so an update answered 200 here is not lost on SIGTERM.
-        await self.app.update_queue.put(update)
+        # Errors in handlers go to the error handler inside process_update; the update is
+        # answered either way (the person was told what went wrong).
+        await self.server.handle(update)
         self.set_status(HTTPStatus.OK)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -84,15 +97,35 @@ class WebhookServer:
     def __init__(self, app: App, path: str, secret: str) -> None:
         pattern = re.escape(path.rstrip("/")) + "/?"
         web = tornado.web.Application(
-            [(pattern, WebhookHandler, {"app": app, "secret": secret.encode()})],
+            [(pattern, WebhookHandler, {"app": app, "secret": secret.encode(), "server": self})],
             log_function=_quiet,
         )
+        self._app = app
         self._http = tornado.httpserver.HTTPServer(web, max_body_size=MAX_BODY_BYTES)
+        self._turn = asyncio.Lock()
+        self._handling = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def listen(self, host: str, port: int) -> None:
         """Bind and start accepting (OSError when the address is taken or not ours)."""
         self._http.listen(port, address=host)
 
+    async def handle(self, update: Update) -> None:
+        """Process one update, one at a time, in the order they arrived."""
+        self._handling += 1
+        self._idle.clear()
+        try:
+            async with self._turn:
+                await self._app.process_update(update)
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._idle.set()
+
     async def stop(self) -> None:
+        """Stop taking requests, finish the updates already taken (and answer them), close."""
         self._http.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), STOP_GRACE_SECONDS)
         await self._http.close_all_connections()

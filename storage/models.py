@@ -364,7 +364,12 @@ class LedgerEntry(Base):
     """
 
     __tablename__ = "reminder_ledger"
-    __table_args__ = (UniqueConstraint("kind", "period", "target"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "period", "target"),
+        # The history of a batch of cooperatives (the export's Riwayat sheet): by period alone
+        # it read every decided row of the month for each batch.
+        Index("ix_reminder_ledger_koperasi", "koperasi_id", "period", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(30))
@@ -508,3 +513,27 @@ class ObstacleAction(Base):
     )
     officer_nama: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime]
+
+
+class SendBudget(Base):
+    """The send rate every sender of a channel shares (PostgreSQL): the moment the next message
+    may start. A sender claims a few evenly spaced slots at once by moving it on; a flood-control
+    answer moves it past the pause, so every process waits (bot/sender.py)."""
+
+    __tablename__ = "send_budget"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_at: Mapped[datetime]
+
+
+class LeaderLease(Base):
+    """Which process runs the scheduler (bot/leader.py). On PostgreSQL a session advisory lock
+    decides and this row only shows who holds it; on SQLite the row is the lease itself."""
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[datetime]
+    renewed_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

@@ -25,6 +25,11 @@ to calls with those parameters (e.g. getUpdates with {"offset": 7}). Kinds:
     slow          delivered, but answered only after `delay` seconds (a client that gave up
                   has sent a message it thinks failed)
 
+`chaos(rate)` adds random faults on top: every call of any method (getUpdates included) fails
+with probability `rate`, as one of server_error, bad_gateway, dropped or a 1 s retry_after, never
+more than `max_streak` times in a row for the same method and chat. A chaos fault is never
+delivered, so a bot that retries delivers each message once.
+
 Enough of the Bot API to run the real bot over HTTP, in polling and in webhook mode:
 
 - getMe; setMyCommands (kept in `commands`); getWebhookInfo; anything else answers `true`.
@@ -44,6 +49,9 @@ Enough of the Bot API to run the real bot over HTTP, in polling and in webhook m
   `webhook_retry` seconds. Every attempt is in `deliveries`. Like Telegram, setWebhook takes
   https URLs only: `forward_webhooks(origin)` makes the fake stand in for the reverse proxy
   that ends TLS in front of the bot, sending the URL's path to `origin` (http://127.0.0.1:port).
+  Given several origins it is a load balancer in front of several bot processes: the attempts
+  take turns (round robin), and an attempt that got no 2xx is retried on the next origin.
+  `delivering` is the (update id, origin) of the POST under way, if any.
   deleteWebhook goes back to getUpdates (with drop_pending_updates, forgets what is pending).
 """
 
@@ -54,6 +62,7 @@ import email.policy
 import http.client
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -100,6 +109,7 @@ class Call:
     number: int = 0  # the how-manieth sendMessage (1-based); 0 for other methods
     answer: str = "ok"
     message_id: int | None = None
+    chaos: bool = False  # failed by `chaos`, not by a scripted fault
 
     @property
     def chat_id(self) -> str | None:
@@ -175,6 +185,7 @@ class Delivery:
     status: int
     at: float
     error: str = ""
+    origin: str = ""  # where it was POSTed (forward_webhooks), else the URL's own host
 
 
 class FakeBotAPI(ThreadingHTTPServer):
@@ -205,10 +216,18 @@ class FakeBotAPI(ThreadingHTTPServer):
         self._send_numbers = itertools.count(1)
         self._confirmed = 0  # updates below this id were confirmed (or delivered by webhook)
         self._forward: str | None = None
+        self._origins: list[str] = []  # forward_webhooks with several origins: round robin
+        self._turns = itertools.count()
+        self.delivering: tuple[int, str] | None = None
         self._poll_allowed: list[str] | None = None  # the last getUpdates' allowed_updates
         self._closing = False
         self._thread: threading.Thread | None = None
         self._delivery: threading.Thread | None = None
+        self._chaos_rate = 0.0
+        self._chaos_random = random.Random(0)
+        self._chaos_kinds: tuple[str, ...] = ()
+        self._chaos_streak: dict[tuple[str, str | None], int] = {}
+        self._chaos_max_streak = 2
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -286,6 +305,41 @@ class FakeBotAPI(ThreadingHTTPServer):
             self.faults.append(fault)
         return fault
 
+    def chaos(
+        self,
+        rate: float,
+        *,
+        seed: int = 20261128,
+        kinds: tuple[str, ...] = ("server_error", "bad_gateway", "dropped", "retry_after"),
+        max_streak: int = 2,
+    ) -> None:
+        """Fail each call at random with probability `rate` (0 turns it off); see the module
+        docstring."""
+        with self._lock:
+            self._chaos_rate = rate
+            self._chaos_random = random.Random(seed)
+            self._chaos_kinds = kinds
+            self._chaos_max_streak = max_streak
+            self._chaos_streak.clear()
+
+    @property
+    def chaos_faults(self) -> list[Call]:
+        """The calls chaos failed."""
+        return [call for call in self.calls if call.chaos]
+
+    def _chaos_fault(self, call: Call) -> Fault | None:
+        """Under the lock: a random fault for this call, or None."""
+        if not self._chaos_rate:
+            return None
+        key = (call.method, call.chat_id)
+        streak = self._chaos_streak.get(key, 0)
+        if streak >= self._chaos_max_streak or self._chaos_random.random() >= self._chaos_rate:
+            self._chaos_streak[key] = 0
+            return None
+        self._chaos_streak[key] = streak + 1
+        call.chaos = True
+        return Fault(kind=self._chaos_random.choice(self._chaos_kinds), method=None, used=1)
+
     def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queue an update for getUpdates or the webhook; `update_id` is filled in when missing."""
         with self._changed:
@@ -294,11 +348,13 @@ class FakeBotAPI(ThreadingHTTPServer):
             self._changed.notify_all()
         return update
 
-    def forward_webhooks(self, origin: str) -> None:
+    def forward_webhooks(self, origin: str, *more: str) -> None:
         """Deliver webhooks to `origin` (e.g. http://127.0.0.1:8443) instead of the URL's host,
-        as the reverse proxy that ends TLS in front of the bot does."""
+        as the reverse proxy that ends TLS in front of the bot does; with `more` origins, to
+        each in turn, as a load balancer in front of several processes does."""
         with self._changed:
             self._forward = origin.rstrip("/")
+            self._origins = [o.rstrip("/") for o in (origin, *more)]
             self._changed.notify_all()
 
     def user(self, user_id: int, first_name: str, last_name: str | None = None) -> FakeUser:
@@ -372,6 +428,9 @@ class FakeBotAPI(ThreadingHTTPServer):
             )
             if fault is not None:
                 fault.used += 1
+            else:
+                fault = self._chaos_fault(call)
+            if fault is not None:
                 call.answer = fault.kind
             if method in SENDS and call.delivered:
                 call.message_id = next(self._message_ids)
@@ -521,10 +580,23 @@ class FakeBotAPI(ThreadingHTTPServer):
     def _deliver_webhooks(self) -> None:
         while (found := self._next_delivery()) is not None:
             webhook, update = found
-            status, error = self._post(webhook, update)
             with self._changed:
+                origin = self._forward
+                if len(self._origins) > 1:
+                    origin = self._origins[next(self._turns) % len(self._origins)]
+                self.delivering = (update["update_id"], origin or "")
+            status, error = self._post(webhook, update, origin)
+            with self._changed:
+                self.delivering = None
                 self.deliveries.append(
-                    Delivery(update["update_id"], webhook.url, status, time.monotonic(), error)
+                    Delivery(
+                        update["update_id"],
+                        webhook.url,
+                        status,
+                        time.monotonic(),
+                        error,
+                        origin or "",
+                    )
                 )
                 if 200 <= status < 300 and self.webhook is webhook:
                     self._confirmed = max(self._confirmed, update["update_id"] + 1)
@@ -533,10 +605,12 @@ class FakeBotAPI(ThreadingHTTPServer):
                 # Telegram tries again later; so do we, unless we are closing.
                 self._changed.wait(self.webhook_retry)
 
-    def _post(self, webhook: Webhook, update: dict[str, Any]) -> tuple[int, str]:
+    def _post(
+        self, webhook: Webhook, update: dict[str, Any], origin: str | None = None
+    ) -> tuple[int, str]:
         target = urlsplit(webhook.url)
-        if self._forward is not None:
-            target = urlsplit(self._forward + (target.path or "/"))
+        if origin is not None:
+            target = urlsplit(origin + (target.path or "/"))
         path = target.path or "/"
         if target.query:
             path += f"?{target.query}"
@@ -754,9 +828,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _params(self) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any] | None:
+        """The call's parameters; None when the body ended early (the client died mid-request:
+        Telegram would not act on half a request)."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            return None
         query = urlsplit(self.path).query
         content_type = self.headers.get("Content-Type", "")
         if content_type.startswith("multipart/form-data") and raw:
@@ -782,6 +860,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         prefix = f"/bot{self.server.token}/"
         params = self._params()
+        if params is None:
+            self.close_connection = True
+            return
         if not path.startswith(prefix):
             self._send(*_error(401, "Unauthorized"))
             return
