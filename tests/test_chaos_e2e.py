@@ -2,8 +2,8 @@
 
 For the whole scenario the fake answers a fifth of all calls, getUpdates included, with a 500, a
 502, a dropped connection or a 429 (never more than twice in a row for the same method and
-chat). Two treasurers link their cooperatives and send a whole monthly report, and the city's
-summons reaches both through the outbox and is answered. Every report must be stored once,
+chat). Two treasurers link their cooperatives, one sends a whole monthly report, and the
+city's summons reaches both through the outbox and is answered. The report must be stored once,
 every outbox message delivered once, and each person must have seen every answer the bot had
 for them (the handler retries its replies; the sender retries the outbox).
 """
@@ -123,7 +123,6 @@ async def test_every_report_and_message_arrives_once_when_a_fifth_of_calls_fail(
         siti.say(f"/start {siti_code}", "Akun Anda sudah terhubung")
         rudi.say(f"/start {rudi_code}", "Akun Anda sudah terhubung")
         whole_report(siti)
-        whole_report(rudi)
 
         # The summons goes to both cooperatives through the outbox, and both answer.
         since = siti.mark()
@@ -164,14 +163,14 @@ async def test_every_report_and_message_arrives_once_when_a_fifth_of_calls_fail(
             await session.scalars(select(Rsvp.answer).where(Rsvp.summons_id == summons_id))
         ).all()
     # Every report stored once.
-    assert [tuple(row) for row in reports] == [(CIPARE, 1), (SUKAWANA_CURUG, 1)]
-    assert (revisions, drafts) == (2, 0)
+    assert [tuple(row) for row in reports] == [(SUKAWANA_CURUG, 1)]
+    assert (revisions, drafts) == (1, 0)
     # Every outbox message delivered, once.
     assert len(outbox) >= 2  # the two letters, and the officer's overdue digest if it is due
     assert set(outbox) == {OutboxStatus.SENT}
     for person in (siti, rudi):
         letters = [c for c in person.said() if "/UND-KMP/" in c.text]
         assert len([c for c in letters if c.method == "sendMessage"]) == 1, letters
-        receipts = [c for c in person.said() if "sudah kami terima" in c.text]
-        assert len(receipts) == 1
+    receipts = [c for c in siti.said() if "sudah kami terima" in c.text]
+    assert len(receipts) == 1
     assert sorted(answers) == [RsvpAnswer.HADIR, RsvpAnswer.HADIR]

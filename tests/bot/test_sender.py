@@ -161,7 +161,12 @@ async def test_retry_after_pauses_every_chat_and_does_not_count(
     flood = next(call for call in fake.attempts if call.answer == "retry_after")
     after = [call.at for call in fake.attempts if call.number > flood.number]
     assert after
-    assert min(after) >= flood.at + 1.0  # nobody was written to during the pause
+    # Nobody was written to during the pause, except a send that had started before the 429
+    # reached the sender (on a loaded machine the answer can take longer than the 50 ms between
+    # two sends).
+    during = [at for at in after if at < flood.at + 1.0]
+    assert len(during) <= 1, [round(at - flood.at, 3) for at in after]
+    assert all(at < flood.at + 0.2 for at in during), [round(at - flood.at, 3) for at in after]
     assert sorted(call.text for call in fake.sent) == sorted(f"pesan {c}" for c in ids)
     assert (stats.sent, stats.retried) == (6, 1)
     row = (await by_text(core))[flood.text]
