@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     outbox_rate_per_second: float = Field(default=25.0, gt=0, le=1000)
     outbox_per_chat_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     outbox_max_attempts: int = Field(default=5, ge=1, le=50)
+    # Sends in flight at once; a killed sender may send at most this many of them again.
+    outbox_concurrency: int = Field(default=64, ge=1, le=1000)
     # How long rows claimed by the bot's own sender stay reserved: when the process dies,
     # another sender takes them over after this long (`send --lease-seconds` for `send`).
     outbox_lease_seconds: float = Field(default=60.0, ge=1, le=3600)

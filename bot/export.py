@@ -15,12 +15,12 @@ from datetime import datetime, time
 from functools import cache
 from io import BytesIO
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import audit
+from bot import audit, xlsx
 from bot.core import Core
 from bot.forms import Field, Form, Kind
 from bot.identity import Actor
@@ -226,56 +226,6 @@ class _Column:
     number_format: str | None = None
 
 
-class _Sheet:
-    """A write-only worksheet: bold frozen header, widths set up front, an autofilter over
-    whatever was written. `append_rows` is meant to run in a worker thread, one at a time."""
-
-    def __init__(self, book: Any, title: str, cols: list[_Column]) -> None:
-        from openpyxl.cell import WriteOnlyCell
-        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-        from openpyxl.styles import Font
-        from openpyxl.utils import get_column_letter
-
-        self._cell = WriteOnlyCell
-        self._illegal = ILLEGAL_CHARACTERS_RE
-        self.ws = book.create_sheet(title)
-        self.ws.freeze_panes = "A2"
-        for index, col in enumerate(cols, start=1):
-            self.ws.column_dimensions[get_column_letter(index)].width = col.width
-        self.formats = [c.number_format for c in cols]
-        self.last_column = get_column_letter(len(cols))
-        self.rows = 0
-        bold = Font(bold=True)
-        header = []
-        for col in cols:
-            cell = WriteOnlyCell(self.ws, col.header)
-            cell.font = bold
-            header.append(cell)
-        self.ws.append(header)
-
-    def append_rows(self, rows: list[list[Any]]) -> None:
-        for row in rows:
-            cells: list[Any] = []
-            for value, number_format in zip(row, self.formats, strict=True):
-                if isinstance(value, str):
-                    # Control characters typed in a chat are not allowed in the XML.
-                    cells.append(self._illegal.sub("", value))
-                    continue
-                if value is None or number_format is None:
-                    cells.append(value)
-                    continue
-                cell = self._cell(self.ws, value)
-                cell.number_format = number_format
-                cells.append(cell)
-            self.ws.append(cells)
-        self.rows += len(rows)
-
-    def finish(self) -> None:
-        from openpyxl.worksheet.filters import AutoFilter
-
-        self.ws.auto_filter = AutoFilter(ref=f"A1:{self.last_column}{self.rows + 1}")
-
-
 @dataclass
 class XlsxSummary:
     """What an XLSX export wrote: rows of each sheet, and the reporting counts behind them."""
@@ -293,8 +243,7 @@ class XlsxSummary:
         return self.rows - self.reported
 
 
-@dataclass(frozen=True)
-class _Coop:
+class _Coop(NamedTuple):
     id: int
     kode: str
     kecamatan_id: int
@@ -303,8 +252,7 @@ class _Coop:
     nama: str
 
 
-@dataclass(frozen=True)
-class _Submitted:
+class _Submitted(NamedTuple):
     late: bool
     first_submitted_at: datetime
     revision: int
@@ -416,44 +364,73 @@ _OUTCOME = {
     OutboxStatus.PENDING: "menunggu",
     OutboxStatus.SENDING: "menunggu",
 }
+_KENDALA_SLOT = {code: slot for slot, code in enumerate(KENDALA)}
 _OUTCOME_COLUMNS = ("terkirim", "gagal", "tidak_terjangkau", "dibatalkan", "menunggu")
+# count(*) FILTER (WHERE status IN ...) for each outcome column, in order.
+_OUTCOME_COUNTS = [
+    func.count()
+    .filter(OutboxMessage.status.in_([s for s, column in _OUTCOME.items() if column == name]))
+    .label(name)
+    for name in _OUTCOME_COLUMNS
+]
 
 
 class _Writer:
-    """Turns database rows into worksheet rows in the messages' language and time zone."""
+    """Turns database rows into worksheet rows in the messages' language and time zone.
+
+    A national month is a million answers: each field's way of showing a value, and each
+    option's label, is worked out once here rather than for every cell.
+    """
 
     def __init__(self, core: Core, form: Form) -> None:
         self.m = core.messages
         self.tz = core.settings.tz
         self.form = form
         self.lab = export_labels(self.m)
+        self._fields = [
+            (f, {o: option_label(self.m, f, o) for o in f.options}) for f in form.fields
+        ]
+        self._local: dict[datetime, datetime] = {}
 
     def local(self, moment: datetime | None) -> datetime | None:
         # Excel has no time zones: the wall clock in WIB, as the header says.
-        return None if moment is None else moment.astimezone(self.tz).replace(tzinfo=None)
+        if moment is None:
+            return None
+        found = self._local.get(moment)
+        if found is None:
+            found = moment.astimezone(self.tz).replace(tzinfo=None)
+            if len(self._local) < 10_000:  # notices share their moment; reports rarely do
+                self._local[moment] = found
+        return found
 
     def yes_no(self, value: bool) -> str:
         return self.lab["ya" if value else "tidak"]
 
-    def answer(self, f: Field, answers: dict[str, Any]) -> Any:
-        value = f.value(answers)
+    def answer(self, f: Field, answers: dict[str, Any], labels: dict[str, str]) -> Any:
+        """How a cell shows an answer; `labels` are the field's option labels."""
+        value = f.derive(answers) if f.derive else answers.get(f.id)
         if value is None or value == "":
             return None
-        if f.kind in (Kind.MONEY, Kind.INTEGER):
+        kind = f.kind
+        if kind is Kind.MONEY or kind is Kind.INTEGER:
             return int(value)
-        if f.kind is Kind.PHOTO:
+        if kind is Kind.CHOICE:
+            return labels.get(value) or option_label(self.m, f, str(value))
+        if kind is Kind.MULTI:
+            return (
+                "; ".join(labels.get(v) or option_label(self.m, f, str(v)) for v in value) or None
+            )
+        if kind is Kind.PHOTO:
             return len(value)
-        if f.kind is Kind.MULTI:
-            return "; ".join(option_label(self.m, f, str(v)) for v in value) or None
-        if f.kind is Kind.CHOICE:
-            return option_label(self.m, f, str(value))
         return str(value)
 
     def laporan(self, coop: _Coop, month: str, report: _Submitted | None) -> list[Any]:
         row: list[Any] = [coop.kode, coop.kecamatan, coop.kelurahan, coop.nama, month]
         if report is None:
-            return row + [None] * (len(self.form.fields) + 5)
-        row += [self.answer(f, report.answers) for f in self.form.fields]
+            return row + [None] * (len(self._fields) + 5)
+        answers = report.answers
+        answer = self.answer
+        row += [answer(f, answers, labels) for f, labels in self._fields]
         row += [
             report.revision,
             report.submitted_by_name,
@@ -491,7 +468,7 @@ class _Writer:
 async def _coop_batch(
     session: AsyncSession, kecamatan_id: int | None, after: str, limit: int
 ) -> list[_Coop]:
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         _in_scope(
             select(
                 Koperasi.id,
@@ -509,13 +486,13 @@ async def _coop_batch(
             kecamatan_id,
         )
     )
-    return [_Coop(*row) for row in rows.all()]
+    return [_Coop._make(row) for row in rows.all()]
 
 
 async def _reports(
     session: AsyncSession, ids: list[int], keys: list[str]
 ) -> dict[tuple[int, str], _Submitted]:
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         select(
             Report.koperasi_id,
             Report.period,
@@ -535,7 +512,7 @@ async def _reports(
         )
         .where(Report.koperasi_id.in_(ids), Report.period.in_(keys))
     )
-    return {(row[0], row[1]): _Submitted(*row[2:]) for row in rows.all()}
+    return {(row[0], row[1]): _Submitted._make(row[2:]) for row in rows.all()}
 
 
 async def _summons_in(core: Core, periods: list[Period]) -> dict[int, Summons]:
@@ -553,8 +530,7 @@ async def _summons_in(core: Core, periods: list[Period]) -> dict[int, Summons]:
     return {s.id: s for s in found if Period.containing(s.starts_at, tz) in wanted}
 
 
-@dataclass(frozen=True)
-class _Decided:
+class _Decided(NamedTuple):
     koperasi_id: int
     kind: str
     period: str
@@ -580,7 +556,9 @@ async def _history(
     coop_of = {c.id: c for c in coops}
     lab = writer.lab
 
-    decided = await session.execute(
+    # Plain rows through the connection: a national month decides some 200,000 notices.
+    connection = await session.connection()
+    decided = await connection.execute(
         select(
             LedgerEntry.koperasi_id,
             LedgerEntry.kind,
@@ -589,34 +567,38 @@ async def _history(
             LedgerEntry.decided_at,
         ).where(LedgerEntry.koperasi_id.in_(ids), LedgerEntry.period.in_(keys))
     )
-    ledger = [
-        _Decided(int(kid or 0), kind, period, recipients, at)
-        for kid, kind, period, recipients, at in decided.all()
-    ]
-    outcomes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    ledger = [_Decided._make(row) for row in decided.all()]
+    # What the outbox made of each notice, one count per outcome column, counted in SQL.
+    outcomes: dict[tuple[str, str], tuple[int, ...]] = {}
     topics = sorted({_report_topic(d.period, d.koperasi_id) for d in ledger})
     for start in range(0, len(topics), BATCH):
-        counted = await session.execute(
-            select(OutboxMessage.topic, OutboxMessage.kind, OutboxMessage.status, func.count())
+        counted = await connection.execute(
+            select(OutboxMessage.topic, OutboxMessage.kind, *_OUTCOME_COUNTS)
             .where(OutboxMessage.topic.in_(topics[start : start + BATCH]))
-            .group_by(OutboxMessage.topic, OutboxMessage.kind, OutboxMessage.status)
+            .group_by(OutboxMessage.topic, OutboxMessage.kind)
         )
-        for topic, kind, status, count in counted.all():
-            outcomes[(str(topic), kind)][_OUTCOME[status]] += int(count)
+        for topic, kind, *numbers in counted.all():
+            outcomes[(str(topic), kind)] = tuple(numbers)
+    kind_label = lab["jenis.pengingat"]
+    notices: dict[str, str] = {}
+    nothing = (0,) * len(_OUTCOME_COLUMNS)
     for d in ledger:
         coop = coop_of[d.koperasi_id]
-        counts = outcomes[(_report_topic(d.period, d.koperasi_id), d.kind)]
+        outcome = outcomes.get((_report_topic(d.period, d.koperasi_id), d.kind), nothing)
+        notice = notices.get(d.kind)
+        if notice is None:
+            notice = notices[d.kind] = writer.notice(d.kind)
         row = [
             coop.kode,
             coop.kecamatan,
             coop.kelurahan,
             d.period,
-            lab["jenis.pengingat"],
-            writer.notice(d.kind),
+            kind_label,
+            notice,
             writer.local(d.decided_at),
             None,
             d.recipients,
-            *(counts[c] for c in _OUTCOME_COLUMNS),
+            *outcome,
             None,
             None,
             None,
@@ -703,7 +685,7 @@ async def _kecamatan_in_scope(core: Core, kecamatan_id: int | None) -> list[tupl
         return [(int(i), str(n)) for i, n in (await session.execute(query)).all()]
 
 
-def _save(book: Any, out: str | os.PathLike[str] | IO[bytes]) -> None:
+def _save(book: xlsx.Workbook, out: str | os.PathLike[str] | IO[bytes]) -> None:
     if isinstance(out, str | os.PathLike):
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -716,6 +698,19 @@ def _save(book: Any, out: str | os.PathLike[str] | IO[bytes]) -> None:
             partial.unlink(missing_ok=True)
         return
     book.save(out)
+
+
+def _append(
+    laporan: xlsx.Sheet, rows: list[list[Any]], riwayat: xlsx.Sheet, history: list[list[Any]]
+) -> None:
+    laporan.append(rows)
+    riwayat.append(history)
+
+
+def _sheet(book: xlsx.Workbook, title: str, cols: list[_Column]) -> xlsx.Sheet:
+    """A sheet with a bold frozen header, the columns' widths, and an autofilter over
+    whatever is written."""
+    return book.add_sheet(title, [(c.header, c.width, c.number_format) for c in cols])
 
 
 async def export_xlsx(
@@ -731,28 +726,41 @@ async def export_xlsx(
     since last month) and Riwayat (report notices decided in the
     ledger and what the outbox made of them; summons whose meeting falls in the months,
     with the answers)."""
-    from openpyxl import Workbook
-
     months = sorted(set(periods))
     if not months:
         raise ValueError("no months to export")
     keys = [p.key for p in months]
     writer = _Writer(core, form)
+    book = xlsx.Workbook()
+    try:
+        return await _fill(core, book, months, keys, writer, form, kecamatan_id, out)
+    finally:
+        book.close()
+
+
+async def _fill(
+    core: Core,
+    book: xlsx.Workbook,
+    months: list[Period],
+    keys: list[str],
+    writer: _Writer,
+    form: Form,
+    kecamatan_id: int | None,
+    out: str | os.PathLike[str] | IO[bytes],
+) -> XlsxSummary:
     lab = writer.lab
-    book = Workbook(write_only=True)
-    laporan = _Sheet(book, lab["sheet.laporan"], _laporan_columns(writer.m, form))
-    kendala = _Sheet(book, lab["sheet.kendala"], _kendala_columns(writer.m))
-    riwayat = _Sheet(book, lab["sheet.riwayat"], _riwayat_columns(writer.m))
+    laporan = _sheet(book, lab["sheet.laporan"], _laporan_columns(writer.m, form))
+    kendala = _sheet(book, lab["sheet.kendala"], _kendala_columns(writer.m))
+    riwayat = _sheet(book, lab["sheet.riwayat"], _riwayat_columns(writer.m))
     summary = XlsxSummary(months=months)
-    # (month, kecamatan id, obstacle) -> reports naming it, as the main one, as solved since
-    # last month, as worse than last month.
-    chosen: Counter[tuple[str, int, str]] = Counter()
-    main: Counter[tuple[str, int, str]] = Counter()
-    solved: Counter[tuple[str, int, str]] = Counter()
-    worse: Counter[tuple[str, int, str]] = Counter()
-    received: Counter[tuple[str, int]] = Counter()
+    # (month, kecamatan id) -> for each obstacle (in KENDALA's order) the reports naming it,
+    # then as the main one, as solved since last month, as worse than last month; last, the
+    # reports received. A list per kecamatan, not a counter per cell: a country has 7,000.
+    counted: dict[tuple[str, int], list[int]] = {}
+    width = len(KENDALA)
     summons = await _summons_in(core, months)
     after = ""
+    writing: asyncio.Future[None] | None = None
     while True:
         async with core.db.sessions() as session:
             coops = await _coop_batch(session, kecamatan_id, after, BATCH)
@@ -771,47 +779,61 @@ async def export_xlsx(
                     continue
                 summary.reported += 1
                 summary.late += int(report.late)
-                received[(key, coop.kecamatan_id)] += 1
-                for counter, answer in (
-                    (chosen, "kendala"),
-                    (solved, "kendala_teratasi"),
-                    (worse, "kendala_memburuk"),
+                slots = counted.get((key, coop.kecamatan_id))
+                if slots is None:
+                    slots = counted[(key, coop.kecamatan_id)] = [0] * (4 * width + 1)
+                slots[-1] += 1
+                for offset, answer in (
+                    (0, "kendala"),
+                    (2 * width, "kendala_teratasi"),
+                    (3 * width, "kendala_memburuk"),
                 ):
                     for code in report.answers.get(answer) or []:
-                        counter[(key, coop.kecamatan_id, code)] += 1
+                        slot = _KENDALA_SLOT.get(code)
+                        if slot is not None:
+                            slots[offset + slot] += 1
                 utama = main_obstacle(report.answers)
-                if utama:
-                    main[(key, coop.kecamatan_id, utama)] += 1
+                if utama in _KENDALA_SLOT:
+                    slots[width + _KENDALA_SLOT[utama]] += 1
         summary.koperasi += len(coops)
         summary.rows += len(rows)
         summary.history_rows += len(history)
-        # openpyxl is synchronous: the event loop keeps serving chats while a batch is written.
-        await asyncio.to_thread(laporan.append_rows, rows)
-        await asyncio.to_thread(riwayat.append_rows, history)
+        # Writing is synchronous: it goes on in a thread (the event loop keeps serving chats)
+        # while the next batch is read; one batch at a time, so the rows stay in order.
+        if writing is not None:
+            await writing
+        writing = asyncio.ensure_future(asyncio.to_thread(_append, laporan, rows, riwayat, history))
+    if writing is not None:
+        await writing
 
     obstacle = form.field("kendala")
     names = {code: option_label(writer.m, obstacle, code) for code in KENDALA}
     districts = await _kecamatan_in_scope(core, kecamatan_id)
-    obstacle_rows = [
-        [
-            key,
-            kecamatan,
-            code,
-            names[code],
-            chosen[(key, kec_id, code)],
-            main[(key, kec_id, code)],
-            solved[(key, kec_id, code)],
-            worse[(key, kec_id, code)],
-            received[(key, kec_id)],
-        ]
-        for key in keys
-        for kec_id, kecamatan in districts
-        for code in KENDALA
-    ]
-    summary.obstacle_rows = len(obstacle_rows)
-    await asyncio.to_thread(kendala.append_rows, obstacle_rows)
-    for sheet in (laporan, kendala, riwayat):
-        sheet.finish()
+    nothing = [0] * (4 * width + 1)
+    obstacle_rows: list[list[Any]] = []
+    for key in keys:
+        for kec_id, kecamatan in districts:
+            slots = counted.get((key, kec_id), nothing)
+            obstacle_rows.extend(
+                [
+                    key,
+                    kecamatan,
+                    code,
+                    names[code],
+                    slots[i],
+                    slots[width + i],
+                    slots[2 * width + i],
+                    slots[3 * width + i],
+                    slots[-1],
+                ]
+                for i, code in enumerate(KENDALA)
+            )
+            if len(obstacle_rows) >= BATCH * len(KENDALA):
+                summary.obstacle_rows += len(obstacle_rows)
+                await asyncio.to_thread(kendala.append, obstacle_rows)
+                obstacle_rows = []
+    summary.obstacle_rows += len(obstacle_rows)
+    await asyncio.to_thread(kendala.append, obstacle_rows)
     await asyncio.to_thread(_save, book, out)
     return summary
 

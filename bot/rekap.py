@@ -9,16 +9,17 @@ leave the database, not whole revisions.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVarTuple
 
 from babel.dates import format_date
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Text, column, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -266,26 +267,39 @@ async def _registry(session: AsyncSession, kecamatan_id: int | None) -> list[tup
     return [(int(k), str(nama), int(n)) for k, nama, n in rows.all()]
 
 
+# Counts kept for a scope as a whole (not per kecamatan) go under this kecamatan id.
+WHOLE = 0
+# The answers a recap counts, in the order `_tallies` reads them.
+_COUNTED = (
+    "status_operasional",
+    "kendala",
+    "kendala_utama",
+    "kebutuhan_bantuan",
+    "kendala_teratasi",
+    "kendala_memburuk",
+)
+
+
 async def _tallies(
-    session: AsyncSession, periods: Sequence[Period], kecamatan_id: int | None
+    session: AsyncSession,
+    periods: Sequence[Period],
+    kecamatan_id: int | None,
+    per_kecamatan: Collection[str] = (),
+    answers_per_kecamatan: Collection[str] = (),
 ) -> dict[tuple[str, int], Tally]:
     """The current revisions of the periods' reports in scope, counted per (period, kecamatan).
 
-    Only the counted answers are read (JSON paths work alike on SQLite and PostgreSQL).
+    Reports, lateness and status are counted per kecamatan for the `per_kecamatan` periods,
+    the other answers (obstacles, help) for the `answers_per_kecamatan` ones; everything else
+    under (period, WHOLE), so merging a period's tallies gives its totals. Only the counted
+    answers are read, as JSON text (JSON paths work alike on SQLite and PostgreSQL); each
+    distinct (period, kecamatan, answer) is counted in Counter's C loop and each distinct text
+    parsed once: a national month is a hundred thousand reports whose answers repeat a few
+    hundred combinations, spread over seven thousand kecamatan.
     """
-    answers = ReportRevision.answers
+    connection = await session.connection()
     query = (
-        select(
-            Report.period,
-            Kelurahan.kecamatan_id,
-            Report.late,
-            answers["status_operasional"].as_string(),
-            answers["kendala"],
-            answers["kendala_utama"].as_string(),
-            answers["kebutuhan_bantuan"],
-            answers["kendala_teratasi"],
-            answers["kendala_memburuk"],
-        )
+        select(Report.period, Kelurahan.kecamatan_id, Report.late)
         .join(
             ReportRevision,
             (ReportRevision.report_id == Report.id)
@@ -295,12 +309,103 @@ async def _tallies(
         .join(Kelurahan, Kelurahan.id == Koperasi.kelurahan_id)
         .where(Report.period.in_([p.key for p in periods]))
     )
+    if connection.dialect.name == "postgresql":
+        # The answers are `json` (text): each ->> would parse the whole document again, six
+        # times a row (5 s for two national months). json_to_record reads it once; a list
+        # comes back as its JSON text, as with ->>.
+        document = (
+            func.json_to_record(ReportRevision.answers)
+            .table_valued(*(column(name, Text) for name in _COUNTED))
+            .render_derived(name="document", with_types=True)
+        )
+        query = query.join(document, true())
+        paths: list[Any] = [document.c[name] for name in _COUNTED]
+    else:
+        paths = [ReportRevision.answers[name].as_string() for name in _COUNTED]
+    query = query.add_columns(*paths)
+    # Plain rows (no ORM layer, no JSON decoding per value): parsed below, once per text.
+    rows = (await connection.execute(_in_scope(query, kecamatan_id))).all()
+    if not rows:
+        return {}
+    period, kecamatan, late, status, kendala, utama, bantuan, solved, worse = zip(
+        *rows, strict=True
+    )
+
+    def where(split: Collection[str]) -> tuple[int, ...]:
+        return tuple(k if p in split else WHOLE for p, k in zip(period, kecamatan, strict=True))
+
+    counted = where(per_kecamatan)
+    answered = (
+        counted
+        if set(answers_per_kecamatan) == set(per_kecamatan)
+        else where(answers_per_kecamatan)
+    )
     tallies: dict[tuple[str, int], Tally] = {}
-    result = await session.execute(_in_scope(query, kecamatan_id))
-    for period, kecamatan, late, status, kendala, utama, bantuan, solved, worse in result.all():
-        tally = tallies.setdefault((period, kecamatan), Tally())
-        tally.add(late, status, kendala, utama, bantuan, solved, worse)
+
+    def tally(key: tuple[str, int]) -> Tally:
+        found = tallies.get(key)
+        if found is None:
+            found = tallies[key] = Tally()
+        return found
+
+    obstacle_codes = _parser(KENDALA)
+    help_codes = _parser(BANTUAN)
+    for (p, k, is_late, s), n in Counter(zip(period, counted, late, status, strict=True)).items():
+        t = tally((p, k))
+        t.reported += n
+        t.late += n if is_late else 0
+        if s in STATUS:
+            t.status[s] += n
+    for (p, k, text, main_text), n in Counter(
+        zip(period, answered, kendala, utama, strict=True)
+    ).items():
+        t = tally((p, k))
+        obstacles = [code for code in obstacle_codes(text) if code != NONE]
+        if not obstacles:
+            # NIHIL, or (in a malformed row) nothing at all: no obstacle named either way.
+            t.no_obstacle += n
+        for code in obstacles:
+            t.obstacles[code] += n
+        named: dict[str, Any] = {"kendala": obstacles}
+        if isinstance(main_text, str) and main_text in obstacles:
+            named["kendala_utama"] = main_text
+        main = main_obstacle(named)
+        if main is not None:
+            t.main[main] += n
+    for (p, k, text), n in Counter(zip(period, answered, bantuan, strict=True)).items():
+        t = tally((p, k))
+        asked = help_codes(text)
+        for code in asked:
+            t.help[code] += n
+        if not asked:
+            t.no_help += n
+    for (p, k, solved_text, worse_text), n in Counter(
+        zip(period, answered, solved, worse, strict=True)
+    ).items():
+        t = tally((p, k))
+        for code in obstacle_codes(solved_text):
+            t.solved[code] += n
+        for code in obstacle_codes(worse_text):
+            t.worse[code] += n
     return tallies
+
+
+def _parser(allowed: Sequence[str]) -> Callable[[str | None], tuple[str, ...]]:
+    """Reads a multiple-choice answer's JSON text into its known codes (see `_codes`),
+    remembering each distinct text."""
+    seen: dict[str | None, tuple[str, ...]] = {}
+
+    def parse(text: str | None) -> tuple[str, ...]:
+        codes = seen.get(text)
+        if codes is None:
+            try:
+                value = json.loads(text) if text is not None else None
+            except ValueError:
+                value = None  # a bare string (not a list): nothing chosen, as `_codes` says
+            codes = seen[text] = tuple(_codes(value, allowed))
+        return codes
+
+    return parse
 
 
 def _merge(tallies: Sequence[Tally]) -> Tally:
@@ -319,31 +424,42 @@ def _merge(tallies: Sequence[Tally]) -> Tally:
     return total
 
 
-async def recap(core: Core, actor: Actor, period: Period) -> Recap:
+async def recap(
+    core: Core, actor: Actor, period: Period, obstacles_per_kecamatan: bool = True
+) -> Recap:
     """The recap of `period` in the actor's scope (their kecamatan, or the city). Raises
-    NotAnOfficer for anyone else."""
+    NotAnOfficer for anyone else.
+
+    Without `obstacles_per_kecamatan` the kecamatan lines count reports and status only (what
+    /rekap shows of them; the obstacle chart needs the rest), which is much less work when the
+    scope has thousands of kecamatan."""
     kecamatan_id = _scope_of(actor)
     assert actor.officer is not None
     previous = _previous(period)
     months = [period] if previous is None else [previous, period]
     async with core.db.sessions() as session:
         registry = await _registry(session, kecamatan_id)
-        tallies = await _tallies(session, months, kecamatan_id)
+        # The month before is only compared as a whole: counted without the kecamatan.
+        tallies = await _tallies(
+            session,
+            months,
+            kecamatan_id,
+            per_kecamatan={period.key},
+            answers_per_kecamatan={period.key} if obstacles_per_kecamatan else (),
+        )
     lines = [
         KecamatanRecap(k, nama, n, tallies.get((period.key, k), Tally())) for k, nama, n in registry
     ]
-    before = (
-        _merge([t for (key, _), t in tallies.items() if key == previous.key])
-        if previous is not None
-        else Tally()
-    )
+    before = tallies.get((previous.key, WHOLE), Tally()) if previous is not None else Tally()
     return Recap(
         period=period,
         previous_period=previous,
         kecamatan_id=kecamatan_id,
         wilayah=actor.officer.kecamatan,
         total=sum(line.total for line in lines),
-        current=_merge([line.tally for line in lines]),
+        current=_merge(
+            [line.tally for line in lines] + [tallies.get((period.key, WHOLE), Tally())]
+        ),
         previous=before,
         kecamatan=lines,
     )
@@ -492,7 +608,7 @@ async def recap_view(core: Core, actor: Actor, text: str | None) -> list[Reply]:
                 )
             ]
         period = parsed
-    found = await recap(core, actor, period)
+    found = await recap(core, actor, period, obstacles_per_kecamatan=False)
     return [
         Reply(
             m.render("rekap_ringkasan", **summary_values(m, found)),

@@ -12,9 +12,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import rsvp
@@ -36,6 +47,7 @@ from storage.models import (
     Officer,
     Person,
     Report,
+    ReportDraft,
     RoleLevel,
 )
 from storage.upsert import insert_returning_new
@@ -185,8 +197,7 @@ async def next_wake(core: Core, at: datetime) -> datetime:
 # Board notices ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Recipient:
+class _Recipient(NamedTuple):
     koperasi_id: int
     koperasi_nama: str
     person_id: int
@@ -194,45 +205,78 @@ class _Recipient:
     identity_id: int
 
 
+# Built once: a national notice runs these a few hundred times, and building and coercing a
+# statement costs about as much as SQLite takes to answer it. The position and the batch size
+# are written into the SQL: PostgreSQL plans each batch for its own values then, where a plan
+# cached for any value scanned a cooperative's every report from the start (4.5 s a notice).
+_AFTER = bindparam("after_id", type_=Integer, literal_execute=True)
+_CANDIDATES = (
+    select(Koperasi.id)
+    .where(
+        Koperasi.id > _AFTER,
+        # The bound repeated inside: PostgreSQL turns this into a merge join, which otherwise
+        # reads the board members of every cooperative before `after_id` for each batch.
+        exists().where(BoardMember.koperasi_id == Koperasi.id, BoardMember.koperasi_id > _AFTER),
+        ~exists().where(Report.koperasi_id == Koperasi.id, Report.period == bindparam("period")),
+        ~exists().where(
+            LedgerEntry.kind == bindparam("kind"),
+            LedgerEntry.period == bindparam("period"),
+            # The whole unique key: one index lookup per cooperative on every backend, with or
+            # without planner statistics (kind and period alone match every cooperative
+            # already decided, so a tick re-run scanned all of them for each cooperative).
+            LedgerEntry.target == literal("k") + cast(Koperasi.id, String),
+        ),
+    )
+    .order_by(Koperasi.id)
+    .limit(bindparam("limit", type_=Integer, literal_execute=True))
+)
+_RECIPIENTS = (
+    select(Koperasi.id, Koperasi.nama, Person.id, Person.nama, ChatIdentity.id)
+    .join(BoardMember, BoardMember.koperasi_id == Koperasi.id)
+    .join(Jabatan, Jabatan.id == BoardMember.jabatan_id)
+    .join(Person, Person.id == BoardMember.person_id)
+    .join(
+        ChatIdentity,
+        and_(ChatIdentity.person_id == Person.id, ChatIdentity.unreachable_at.is_(None)),
+    )
+    .where(
+        Koperasi.id.in_(bindparam("koperasi_ids", expanding=True)),
+        Jabatan.level != RoleLevel.PENGAWAS,
+    )
+    .order_by(Koperasi.id, Person.id, ChatIdentity.id)
+)
+
+
 async def _candidates(
     session: AsyncSession, notice: Notice, after_id: int, limit: int
 ) -> list[int]:
     """Cooperatives (id > `after_id`) with a board member that have neither reported nor been
     decided for this notice."""
-    period = notice.period.key
-    rows = await session.execute(
-        select(Koperasi.id)
-        .where(
-            Koperasi.id > after_id,
-            exists().where(BoardMember.koperasi_id == Koperasi.id),
-            ~exists().where(Report.koperasi_id == Koperasi.id, Report.period == period),
-            ~exists().where(
-                LedgerEntry.kind == notice.kind,
-                LedgerEntry.period == period,
-                LedgerEntry.koperasi_id == Koperasi.id,
-            ),
-        )
-        .order_by(Koperasi.id)
-        .limit(limit)
+    # Plain rows through the connection: the ORM layer adds nothing to a list of ids.
+    connection = await session.connection()
+    rows = await connection.execute(
+        _CANDIDATES,
+        {"after_id": after_id, "period": notice.period.key, "kind": notice.kind, "limit": limit},
     )
     return list(rows.scalars().all())
 
 
 async def _board_recipients(session: AsyncSession, koperasi_ids: list[int]) -> list[_Recipient]:
     """The reachable board members of these cooperatives who may report (not supervisors)."""
+    connection = await session.connection()
+    rows = await connection.execute(_RECIPIENTS, {"koperasi_ids": koperasi_ids})
+    return [_Recipient._make(row) for row in rows.all()]
+
+
+async def _drafting(session: AsyncSession, period: Period, koperasi_ids: list[int]) -> set[int]:
+    """People of these cooperatives who already started this period's report: "the report is
+    open" tells them nothing (someone who linked after the opening and went straight to /lapor)."""
     rows = await session.execute(
-        select(Koperasi.id, Koperasi.nama, Person.id, Person.nama, ChatIdentity.id)
-        .join(BoardMember, BoardMember.koperasi_id == Koperasi.id)
-        .join(Jabatan, Jabatan.id == BoardMember.jabatan_id)
-        .join(Person, Person.id == BoardMember.person_id)
-        .join(
-            ChatIdentity,
-            and_(ChatIdentity.person_id == Person.id, ChatIdentity.unreachable_at.is_(None)),
+        select(ReportDraft.person_id).where(
+            ReportDraft.koperasi_id.in_(koperasi_ids), ReportDraft.period == period.key
         )
-        .where(Koperasi.id.in_(koperasi_ids), Jabatan.level != RoleLevel.PENGAWAS)
-        .order_by(Koperasi.id, Person.id, ChatIdentity.id)
     )
-    return [_Recipient(*row) for row in rows.all()]
+    return set(rows.scalars().all())
 
 
 async def _board_notice(core: Core, notice: Notice, at: datetime) -> NoticeResult:
@@ -245,8 +289,14 @@ async def _board_notice(core: Core, notice: Notice, at: datetime) -> NoticeResul
                 return result
             after_id = candidates[-1]
             by_koperasi: dict[int, list[_Recipient]] = defaultdict(list)
+            drafting = (
+                await _drafting(session, notice.period, candidates)
+                if notice.kind == OPEN
+                else set()
+            )
             for recipient in await _board_recipients(session, candidates):
-                by_koperasi[recipient.koperasi_id].append(recipient)
+                if recipient.person_id not in drafting:
+                    by_koperasi[recipient.koperasi_id].append(recipient)
             if not by_koperasi:
                 continue
             new = set(
@@ -361,24 +411,46 @@ async def period_status(
     )
     if kecamatan_id is not None:
         query = query.where(Kecamatan.id == kecamatan_id)
-    koperasi = {row[0]: KoperasiStatus(*row) for row in (await session.execute(query)).all()}
-    reports = await session.execute(
-        select(Report.koperasi_id, Report.late).where(Report.period == period.key)
+    connection = await session.connection()
+    koperasi = {row[0]: KoperasiStatus(*row) for row in (await connection.execute(query)).all()}
+
+    def in_scope(statement: Any, koperasi_id: Any) -> Any:
+        # A kecamatan officer's digest reads its own kecamatan, not the whole country.
+        if kecamatan_id is None:
+            return statement
+        return (
+            statement.join(Koperasi, Koperasi.id == koperasi_id)
+            .join(Kelurahan, Kelurahan.id == Koperasi.kelurahan_id)
+            .where(Kelurahan.kecamatan_id == kecamatan_id)
+        )
+
+    reports = await connection.execute(
+        in_scope(
+            select(Report.koperasi_id, Report.late).where(Report.period == period.key),
+            Report.koperasi_id,
+        )
     )
     for koperasi_id, late in reports.all():
         if koperasi_id in koperasi:
             koperasi[koperasi_id].reported = True
             koperasi[koperasi_id].late = late
-    members = await session.execute(
-        select(BoardMember.koperasi_id, ChatIdentity.unreachable_at)
-        .join(Person, Person.id == BoardMember.person_id)
-        .outerjoin(ChatIdentity, ChatIdentity.person_id == Person.id)
+    # One row per cooperative with a board member: whether any of them can be reached (a
+    # member without a chat identity counts as reachable, as before).
+    members = await connection.execute(
+        in_scope(
+            select(
+                BoardMember.koperasi_id,
+                func.max(case((ChatIdentity.unreachable_at.is_(None), 1), else_=0)),
+            )
+            .join(Person, Person.id == BoardMember.person_id)
+            .outerjoin(ChatIdentity, ChatIdentity.person_id == Person.id),
+            BoardMember.koperasi_id,
+        ).group_by(BoardMember.koperasi_id)
     )
-    for koperasi_id, unreachable_at in members.all():
+    for koperasi_id, reachable in members.all():
         if koperasi_id in koperasi:
             koperasi[koperasi_id].linked = True
-            if unreachable_at is None:
-                koperasi[koperasi_id].reachable = True
+            koperasi[koperasi_id].reachable = bool(reachable)
     return PeriodStatus(period, list(koperasi.values()))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.core import Core
@@ -44,6 +45,7 @@ from tests.test_webhook_e2e import (
 
 live_core = test_webhook_e2e.live_core
 fake = test_webhook_e2e.fake
+calendar_elsewhere = test_webhook_e2e.calendar_elsewhere
 
 CIPARE = "36.73.01.1002"
 RUDI = 4322
@@ -108,6 +110,7 @@ def whole_report(person: Conversation) -> None:
     person.expect(since, "sudah kami terima", "Nomor: <b>LAP/")
 
 
+@pytest.mark.usefixtures("calendar_elsewhere")
 async def test_every_report_and_message_arrives_once_when_a_fifth_of_calls_fail(
     live_core: Core, cli_env: dict[str, str], tmp_path: Path, fake: FakeBotAPI
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from bot.core import Core
 from storage.models import RsvpAnswer
 from tests import test_webhook_e2e
@@ -30,6 +32,7 @@ from tests.test_webhook_e2e import (
 # The same fixtures: a core with the real clock on the test database, and the fake Bot API.
 live_core = test_webhook_e2e.live_core
 fake = test_webhook_e2e.fake
+calendar_elsewhere = test_webhook_e2e.calendar_elsewhere
 
 
 def polling(fake: FakeBotAPI, since: int) -> None:
@@ -39,6 +42,7 @@ def polling(fake: FakeBotAPI, since: int) -> None:
     )
 
 
+@pytest.mark.usefixtures("calendar_elsewhere")
 async def test_polling_journey_survives_a_kill_in_the_middle_of_a_report(
     live_core: Core, cli_env: dict[str, str], tmp_path: Path, fake: FakeBotAPI
 ) -> None:

@@ -1,7 +1,8 @@
 """`koperasi-bot send` as separate processes against the fake Bot API: a sender killed in the
 middle of a broadcast and taken over, a graceful stop, and several senders sharing the outbox.
 
-What a kill may cost. The sender has up to `concurrency` sends in flight at once (8 by default).
+What a kill may cost. The sender has up to `concurrency` sends in flight at once
+(OUTBOX_CONCURRENCY, 64 by default).
 A message the Bot API accepted but whose row was not yet marked sent when the process died is
 sent again by whoever reclaims the row after its lease: that is the at-least-once promise of
 bot/sender.py. So a kill duplicates at most `concurrency` messages, only messages the dead
@@ -11,7 +12,6 @@ process held, and each at most once; a graceful stop (SIGTERM, SIGINT) duplicate
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import subprocess
@@ -26,9 +26,9 @@ from typing import IO
 import pytest
 from sqlalchemy import func, select
 
+from bot.config import Settings
 from bot.core import Core
 from bot.outbox import Outgoing, enqueue
-from bot.sender import Sender
 from storage.models import ChatIdentity, OutboxMessage, OutboxStatus, Person
 from tests.bot.test_cli import ROOT, cli
 from tests.fake_bot_api import TOKEN, FakeBotAPI
@@ -38,7 +38,7 @@ FIRST_CHAT = 700_000_000
 # Each sender's rows stay reserved this long: short, so a takeover happens within the test.
 LEASE_SECONDS = 2.0
 # What the killed process may have had in flight: the sender's default concurrency.
-IN_FLIGHT = inspect.signature(Sender).parameters["concurrency"].default
+IN_FLIGHT = Settings.model_fields["outbox_concurrency"].default
 TIMEOUT = 60.0
 
 

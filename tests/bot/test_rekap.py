@@ -566,3 +566,53 @@ async def test_recap_queries_do_not_grow_with_the_cooperatives(
         assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 2
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_malformed_answers_count_as_nothing_chosen_on_both_databases(
+    registry_loaded: Core, people: dict[str, LocalChat]
+) -> None:
+    """Answers are read as JSON text and parsed once per distinct text: a string where a list
+    belongs, a number, unknown or repeated codes, and nulls count as they always did."""
+    core = registry_loaded
+    ids = await koperasi_ids(core)
+    odd: list[dict[str, Any]] = [
+        {"status_operasional": "rutin", "kendala": "MODAL", "kebutuhan_bantuan": 7},
+        {"status_operasional": 3, "kendala": ["MODAL", "MODAL", "XYZ"], "kendala_utama": 5},
+        {"kendala": ["PAHAM", "SDM"], "kendala_utama": "SDM", "kebutuhan_bantuan": None},
+        {"kendala": [], "kendala_teratasi": "MODAL", "kendala_memburuk": ["SDM", "SDM"]},
+    ]
+    november = Period(2026, 11)
+    async with core.db.transaction() as session:
+        for koperasi_id, given in zip(ids, odd, strict=False):
+            report = Report(
+                koperasi_id=koperasi_id,
+                period=november.key,
+                current_revision=1,
+                first_submitted_at=datetime(2026, 12, 2, 9, tzinfo=WIB),
+                last_submitted_at=datetime(2026, 12, 2, 9, tzinfo=WIB),
+                late=False,
+            )
+            session.add(report)
+            await session.flush()
+            session.add(
+                ReportRevision(
+                    report_id=report.id,
+                    revision=1,
+                    answers=given,
+                    submitted_by_name="Uji",
+                    submitted_at=datetime(2026, 12, 2, 9, tzinfo=WIB),
+                )
+            )
+    kota = await actor(core, people["kota"])
+    for detail in (True, False):
+        found = await recap(core, kota, november, obstacles_per_kecamatan=detail)
+        now = found.current
+        assert now.reported == 4
+        assert dict(now.status) == {"rutin": 1}
+        assert dict(now.obstacles) == {"MODAL": 1, "PAHAM": 1, "SDM": 1}
+        assert dict(now.main) == {"MODAL": 1, "SDM": 1}
+        assert now.no_obstacle == 2
+        assert not now.help
+        assert now.no_help == 4
+        assert not now.solved
+        assert dict(now.worse) == {"SDM": 1}

@@ -175,6 +175,22 @@ async def test_a_whole_month(
     }
 
 
+async def test_who_already_started_the_report_is_not_told_it_is_open(
+    registry_loaded: Core, clock: FixedClock, month: dict[str, LocalChat]
+) -> None:
+    core = registry_loaded
+    # Siti opens the November report at 07.00 on 1 December, before the 09.00 notice.
+    clock.set(wib(1, 7))
+    replies = await month["siti"].send("/lapor")
+    assert "November 2026" in replies[0].text
+    await run_hours(core, clock, wib(1, 8), wib(1, 10))
+    told = Counter(q.nama for q in await queued(core) if q.kind == "open")
+    assert told == Counter({"Budi": 1, "Ani": 1})
+    # She is still reminded on the 5th: her draft is not a report.
+    await run_hours(core, clock, wib(5, 8), wib(5, 10))
+    assert ("Siti", "reminder_1") in {(q.nama, q.kind) for q in await queued(core)}
+
+
 async def test_the_reminder_button_starts_that_months_report(
     registry_loaded: Core, clock: FixedClock, month: dict[str, LocalChat]
 ) -> None:
