@@ -22,6 +22,19 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names it in one line."""
 
 
+# The message kinds sent outside WhatsApp's 24-hour window, and the template each uses by
+# default (their Indonesian sample texts to submit to Meta are messages/id/wa_template_*.txt).
+WHATSAPP_TEMPLATES = {
+    "open": "kmp_laporan_dibuka",
+    "reminder": "kmp_pengingat_laporan",
+    "summons": "kmp_undangan_rapat",
+    "digest": "kmp_rekap_petugas",
+    "ops": "kmp_peringatan_operasi",
+    # Anything else: "a message is waiting, reply to read it".
+    "default": "kmp_pesan_baru",
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
@@ -71,6 +84,23 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_listen: str = "127.0.0.1:8443"
     webhook_secret: SecretStr | None = None
+    # WhatsApp Business Cloud API (the second channel; on when the first four are set).
+    whatsapp_phone_number_id: str | None = None
+    whatsapp_access_token: SecretStr | None = None
+    whatsapp_app_secret: SecretStr | None = None
+    whatsapp_verify_token: SecretStr | None = None
+    whatsapp_api_base_url: str = "https://graph.facebook.com/v21.0"
+    # The business number as digits (6281234567890), for wa.me links in invites.
+    whatsapp_business_number: str | None = None
+    # The local host:port serving the WhatsApp webhook (path /whatsapp) behind the TLS proxy.
+    whatsapp_listen: str = "127.0.0.1:8444"
+    # The Cloud API's default throughput is 80 messages/s per number.
+    whatsapp_rate_per_second: float = Field(default=20.0, gt=0, le=1000)
+    # Approved message templates for messages outside the 24-hour window: kind=name pairs.
+    whatsapp_templates: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(WHATSAPP_TEMPLATES)
+    )
+    whatsapp_template_language: str = "id"
 
     @field_validator("telegram_bot_token", mode="before")
     @classmethod
@@ -83,6 +113,51 @@ class Settings(BaseSettings):
             if not (sep and head.isdigit() and tail):
                 raise ValueError("expected the form 123456789:ABC... given by @BotFather")
         return value
+
+    @field_validator("whatsapp_phone_number_id", "whatsapp_business_number", mode="before")
+    @classmethod
+    def _digits(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lstrip("+").replace(" ", "").replace("-", "") or None
+            if value is not None and not value.isdigit():
+                raise ValueError("digits only, e.g. 6281234567890")
+        return value
+
+    @field_validator(
+        "whatsapp_access_token", "whatsapp_app_secret", "whatsapp_verify_token", mode="before"
+    )
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("whatsapp_templates", mode="before")
+    @classmethod
+    def _templates(cls, value: object) -> object:
+        # Written in .env as "open=laporan_dibuka,reminder=pengingat_laporan".
+        if isinstance(value, str):
+            pairs: dict[str, str] = {}
+            for part in value.replace(";", ",").split(","):
+                if not part.strip():
+                    continue
+                kind, sep, name = part.partition("=")
+                if not (sep and kind.strip() and name.strip()):
+                    raise ValueError("give kind=template pairs, e.g. open=laporan_dibuka")
+                pairs[kind.strip()] = name.strip()
+            return pairs
+        return value
+
+    @property
+    def whatsapp_enabled(self) -> bool:
+        """Whether the WhatsApp channel runs: the number, the token, the app secret (to check
+        the webhook's signatures) and the verify token are all set."""
+        return None not in (
+            self.whatsapp_phone_number_id,
+            self.whatsapp_access_token,
+            self.whatsapp_app_secret,
+            self.whatsapp_verify_token,
+        )
 
     @field_validator("report_reminder_days", mode="before")
     @classmethod

@@ -355,6 +355,12 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     external_message_id: Mapped[str | None] = mapped_column(String(64))
+    # What the channel reported after sending (WhatsApp's status callbacks).
+    delivered_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]
+    # Values for a channel's message template, when it must use one (WhatsApp outside the
+    # 24-hour window): {"nama": ..., "periode": ...}, in the order of messages/*/wa_template_*.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class LedgerEntry(Base):
@@ -537,3 +543,16 @@ class LeaderLease(Base):
     acquired_at: Mapped[datetime]
     renewed_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class InboundMessage(Base):
+    """A message id a channel delivered to us, kept so a notification delivered twice (WhatsApp
+    retries its webhooks) is handled once."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(index=True)
