@@ -109,6 +109,7 @@ class StreamRequest(BaseRequest):
         read_timeout: float | None = 5.0,
         connect_timeout: float | None = CONNECT_TIMEOUT,
         pool_timeout: float | None = POOL_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
@@ -116,7 +117,8 @@ class StreamRequest(BaseRequest):
         self._connections = connections
         self._slots: asyncio.Semaphore | None = None
         self._idle: list[_Connection] = []
-        self._tls: ssl.SSLContext | None = None
+        # The certificates trusted for https (default: certifi's, as httpx trusts).
+        self._tls: ssl.SSLContext | None = tls
         self.keep_alive = False
 
     @property
