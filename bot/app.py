@@ -143,6 +143,7 @@ async def post_init(app: App) -> None:
     await app.bot.set_my_commands(command_menu(core), scope=BotCommandScopeAllPrivateChats())
     if core.settings.run_scheduler:
         start_background(app)
+    await start_whatsapp(app)
 
 
 # The scheduler and the sender ---------------------------------------------------------------
@@ -169,6 +170,14 @@ def start_background(app: App) -> None:
         sender.run(stop), name="outbox-sender"
     )
     app.bot_data["leader"] = Leadership(core, sender.name)
+    if core.settings.whatsapp_enabled:
+        # WhatsApp's rows go through a sender of their own, at the Cloud API's rate (its own
+        # send budget: budgets are per channel).
+        whatsapp = whatsapp_sender(core, core.settings.outbox_lease_seconds)
+        app.bot_data["whatsapp_sender"] = whatsapp
+        app.bot_data["whatsapp_sender_task"] = asyncio.get_running_loop().create_task(
+            whatsapp.run(stop), name="outbox-sender-whatsapp"
+        )
     jobs = app.job_queue
     assert jobs is not None, "python-telegram-bot[job-queue] is required"
     # The first check at once (the leader's start-up tick follows it), then every interval.
@@ -225,23 +234,50 @@ async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def stop_background(app: App) -> None:
+    await stop_whatsapp(app)
     stop: asyncio.Event | None = app.bot_data.pop("sender_stop", None)
     task: asyncio.Task[Any] | None = app.bot_data.pop("sender_task", None)
     leader: Leadership | None = app.bot_data.pop("leader", None)
+    whatsapp: asyncio.Task[Any] | None = app.bot_data.pop("whatsapp_sender_task", None)
+    app.bot_data.pop("whatsapp_sender", None)
     if stop is not None:
         stop.set()
     if task is not None:
         await task
+    if whatsapp is not None:
+        await whatsapp
     if leader is not None:
         # Another process takes over at its next check instead of waiting for a lease.
         await leader.release()
 
 
+def whatsapp_sender(core: Core, lease_seconds: float) -> Sender:
+    """A Sender of the WhatsApp channel's rows, at WHATSAPP_RATE_PER_SECOND."""
+    from handlers.whatsapp.transport import WhatsAppTransport
+
+    return Sender(
+        core,
+        WhatsAppTransport(core),
+        rate=core.settings.whatsapp_rate_per_second,
+        lease_seconds=lease_seconds,
+    )
+
+
 async def send_due(core: Core) -> SendStats:
-    """Send what the outbox holds that is due now, once (for `koperasi-bot tick`)."""
-    app = build_application(core)
-    async with app:
-        return await send_due_with(core, app.bot)
+    """Send what the outbox holds that is due now, once, on every channel that is set up (for
+    `koperasi-bot tick`)."""
+    stats = SendStats()
+    if core.settings.telegram_bot_token is not None:
+        app = build_application(core)
+        async with app:
+            stats = await send_due_with(core, app.bot)
+    if core.settings.whatsapp_enabled:
+        more = await whatsapp_sender(core, core.settings.outbox_lease_seconds).drain()
+        stats.sent += more.sent
+        stats.retried += more.retried
+        stats.unreachable += more.unreachable
+        stats.failed += more.failed
+    return stats
 
 
 async def send_due_with(core: Core, bot: Bot) -> SendStats:
@@ -299,9 +335,11 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         await alerts.alert(Incident(incident_id, error_type(error), database, source, detail))
 
 
-def build_application(core: Core, request: BaseRequest | None = None) -> App:
+def build_application(
+    core: Core, request: BaseRequest | None = None, *, token: str | None = None
+) -> App:
     settings = core.settings
-    token = (
+    token = token or (
         settings.telegram_bot_token.get_secret_value()
         if settings.telegram_bot_token
         else LOCAL_TOKEN
@@ -324,6 +362,71 @@ def build_application(core: Core, request: BaseRequest | None = None) -> App:
     app.bot_data["tindak"] = TindakService(core)
     register_handlers(app)
     return app
+
+
+# The WhatsApp channel -------------------------------------------------------------------------
+# A second Application with the same handlers, whose Bot speaks the WhatsApp Cloud API through
+# handlers/whatsapp/bridge.py, fed by the WhatsApp webhook (handlers/whatsapp/webhook.py) on
+# WHATSAPP_LISTEN. It runs beside the Telegram Application, started at the end of its post_init
+# and stopped at the start of its stop_background, in polling and in webhook mode alike; the
+# scheduler, the senders and the command menu stay the Telegram Application's.
+WHATSAPP_APP = "whatsapp_app"
+WHATSAPP_SERVER = "whatsapp_server"
+
+
+def build_whatsapp_application(core: Core) -> App:
+    from handlers.whatsapp.bridge import BOT_TOKEN, WhatsAppBotAPI
+
+    settings = core.settings
+    assert settings.whatsapp_phone_number_id is not None
+    assert settings.whatsapp_access_token is not None
+    request = WhatsAppBotAPI(
+        base_url=settings.whatsapp_api_base_url,
+        phone_number_id=settings.whatsapp_phone_number_id,
+        access_token=settings.whatsapp_access_token.get_secret_value(),
+        messages=core.messages,
+    )
+    app = build_application(core, request, token=BOT_TOKEN)
+    app.bot_data["channel"] = "whatsapp"
+    app.post_init = None
+    app.post_stop = None
+    return app
+
+
+async def start_whatsapp(app: App) -> None:
+    """Serve the WhatsApp channel beside `app` (the Telegram Application) when it is
+    configured; without a Telegram token (the simulator) it stays off."""
+    core: Core = app.bot_data["core"]
+    settings = core.settings
+    if not settings.whatsapp_enabled or settings.telegram_bot_token is None:
+        return
+    if app.bot_data.get(WHATSAPP_SERVER) is not None:
+        return
+    from bot.config import _split_listen
+    from handlers.whatsapp.webhook import WhatsAppServer
+
+    whatsapp = build_whatsapp_application(core)
+    server = WhatsAppServer(whatsapp, core)
+    await whatsapp.initialize()
+    try:
+        host, port = _split_listen(settings.whatsapp_listen)
+        server.listen(host, port)
+    except OSError as exc:
+        await whatsapp.shutdown()
+        raise StartupError("listen", f"{settings.whatsapp_listen}: {exc.strerror}") from None
+    app.bot_data[WHATSAPP_APP] = whatsapp
+    app.bot_data[WHATSAPP_SERVER] = server
+    log.info("WhatsApp webhook listening on %s", settings.whatsapp_listen)
+
+
+async def stop_whatsapp(app: App) -> None:
+    """Stop taking WhatsApp notifications, finish those under way, close the channel."""
+    server = app.bot_data.pop(WHATSAPP_SERVER, None)
+    whatsapp: App | None = app.bot_data.pop(WHATSAPP_APP, None)
+    if server is not None:
+        await server.stop()
+    if whatsapp is not None:
+        await whatsapp.shutdown()
 
 
 class StartupError(Exception):

@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--title", help='the title as the cooperative uses it, e.g. "Ketua I"')
     inv.add_argument("--days", type=int, help="days until it expires (default INVITE_TTL_DAYS)")
     inv.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    inv.add_argument(
+        "--channel",
+        choices=("telegram", "whatsapp"),
+        default="telegram",
+        help="the link to give: a t.me link (default) or a wa.me link to the business number "
+        "with DAFTAR <code> typed in (needs WHATSAPP_BUSINESS_NUMBER)",
+    )
 
     officer = sub.add_parser("officer", help="city officers")
     osub = officer.add_subparsers(dest="officer_command", required=True)
@@ -118,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="send what is due now, print the counts and exit"
     )
     send.add_argument(
+        "--channel",
+        choices=("telegram", "whatsapp"),
+        default="telegram",
+        help="whose messages to send: Telegram's (default) or WhatsApp's (needs the WHATSAPP_* "
+        "settings); run one process per channel",
+    )
+    send.add_argument(
         "--lease-seconds",
         type=float,
         default=60.0,
@@ -170,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
+        if settings.whatsapp_enabled:
+            print(messages.render("wa_cli_run", listen=settings.whatsapp_listen), file=sys.stderr)
         try:
             (run_webhook if webhook else run_polling)(Core.create(settings))
         except StartupError as exc:
@@ -267,6 +283,10 @@ async def _invite(core: Core, args: argparse.Namespace) -> int:
     if args.days is not None and not 1 <= args.days <= 365:
         _err(core, "cli_invite_error", code="bad_days", value=str(args.days))
         return 2
+    whatsapp = getattr(args, "channel", "telegram") == "whatsapp"
+    if whatsapp and not core.settings.whatsapp_business_number:
+        _err(core, "cli_invite_error", code="no_business_number")
+        return 2
     try:
         invite = await onboarding.create_invite(
             core,
@@ -279,7 +299,11 @@ async def _invite(core: Core, args: argparse.Namespace) -> int:
     except onboarding.InviteError as exc:
         _err(core, "cli_invite_error", code=exc.code, value=exc.value)
         return 2
-    link = f"https://t.me/{await bot_username(core)}?start={invite.code}"
+    if whatsapp:
+        # The chat opens with "DAFTAR <code>" typed in; sending it links the account.
+        link = f"https://wa.me/{core.settings.whatsapp_business_number}?text=DAFTAR%20{invite.code}"
+    else:
+        link = f"https://t.me/{await bot_username(core)}?start={invite.code}"
     _out(core, "cli_invite", invite=invite, link=link)
     if args.json:
         print(
@@ -453,7 +477,8 @@ async def _tick(core: Core, args: argparse.Namespace) -> int:
         core.clock = FixedClock(at)
     result = await reminders.tick(core, at)
     stats = None
-    if not args.no_send and core.settings.telegram_bot_token is not None:
+    channel = core.settings.telegram_bot_token is not None or core.settings.whatsapp_enabled
+    if not args.no_send and channel:
         from bot.app import send_due
 
         stats = await send_due(core)
@@ -463,7 +488,7 @@ async def _tick(core: Core, args: argparse.Namespace) -> int:
         error="",
         result=result,
         stats=stats,
-        token=core.settings.telegram_bot_token is not None,
+        token=channel,
         no_send=args.no_send,
         bahasa=core.messages.language,
     )
@@ -478,10 +503,14 @@ MAX_LEASE_SECONDS = 3600.0
 async def _send(core: Core, args: argparse.Namespace) -> int:
     import signal
 
-    from bot.app import StartupError, open_sender
+    from bot.app import StartupError, open_sender, whatsapp_sender
 
     settings = core.settings
-    if settings.telegram_bot_token is None:
+    whatsapp = getattr(args, "channel", "telegram") == "whatsapp"
+    if whatsapp and not settings.whatsapp_enabled:
+        _err(core, "cli_send", event="whatsapp")
+        return 2
+    if not whatsapp and settings.telegram_bot_token is None:
         _err(core, "cli_send", event="token")
         return 2
     if not MIN_LEASE_SECONDS <= args.lease_seconds <= MAX_LEASE_SECONDS:
@@ -494,8 +523,12 @@ async def _send(core: Core, args: argparse.Namespace) -> int:
             high=MAX_LEASE_SECONDS,
         )
         return 2
+    app: Any = None
     try:
-        app, sender = await open_sender(core, args.lease_seconds)
+        if whatsapp:
+            sender = whatsapp_sender(core, args.lease_seconds)
+        else:
+            app, sender = await open_sender(core, args.lease_seconds)
     except StartupError as exc:
         # InvalidToken's text repeats the token: the template shows the detail only otherwise.
         _err(
@@ -550,7 +583,8 @@ async def _send(core: Core, args: argparse.Namespace) -> int:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
-        await app.shutdown()
+        if app is not None:
+            await app.shutdown()
 
 
 _COMMANDS = {

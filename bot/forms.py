@@ -163,8 +163,34 @@ def validate_typed(
             return Invalid("use_buttons")
         return Accepted(option)
     if f.kind is Kind.MULTI:
-        return Invalid("use_buttons_multi")
+        return _numbers(f, text, answers, labels)
     return Invalid("send_photo")
+
+
+# "1, 3, 5", "1 3 5", "1,3 dan 5": a multi-select answered at once by the options' numbers.
+# One way only to read each separator, so a long text that is not such a list fails fast.
+_NUMBER_LIST = re.compile(
+    r"\d+(?:(?:\s*[,;/&+]\s*|\s+(?:dan|and)\s+|\s+)\d+)*", re.IGNORECASE | re.ASCII
+)
+
+
+def _numbers(f: Field, text: str, answers: Answers, labels: Mapping[str, str]) -> Result:
+    """A multi-select typed as the numbers of the options, checked as pressed ones would be
+    when Selesai is pressed (an exclusive option such as "no obstacle" stands alone)."""
+    if not _NUMBER_LIST.fullmatch(text):
+        return Invalid("use_buttons_multi")
+    choices = f.choices(answers)
+    picked: list[str] = []
+    for number in (int(n) for n in re.findall(r"\d+", text)):
+        if not 1 <= number <= len(choices):
+            return Invalid("number_out_of_range", {"number": number, "maximum": len(choices)})
+        if choices[number - 1] not in picked:
+            picked.append(choices[number - 1])
+    alone = [option for option in picked if option in f.exclusive]
+    if alone and len(picked) > 1:
+        label = labels.get(f"{f.labels_of or f.id}.{alone[0]}", alone[0])
+        return Invalid("exclusive_alone", {"option": label})
+    return finish_selection(f, picked, answers)
 
 
 def _match_option(f: Field, text: str, answers: Answers, labels: Mapping[str, str]) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -75,6 +75,7 @@ _IDENTIFY = (
     select(
         ChatIdentity.id,
         ChatIdentity.unreachable_at,
+        ChatIdentity.last_seen_at,
         Person.id,
         Person.nama,
         BoardMember.koperasi_id,
@@ -109,19 +110,35 @@ _REACHABLE_AGAIN = (
     .where(ChatIdentity.id == bindparam("identity_id"))
     .values(unreachable_at=None, unreachable_reason=None)
 )
+_SEEN = (
+    update(ChatIdentity)
+    .where(ChatIdentity.id == bindparam("identity_id"))
+    .values(last_seen_at=bindparam("now", type_=ChatIdentity.__table__.c.last_seen_at.type))
+)
+# `last_seen_at` (which chat a person used last: proactive messages go there, and WhatsApp's
+# 24-hour window) is written at most once per this long per chat, not at every update.
+SEEN_STEP = timedelta(minutes=5)
 
 
-async def lookup(db: Database, channel: str, external_id: str) -> Actor:
+async def lookup(
+    db: Database, channel: str, external_id: str, *, now: datetime | None = None
+) -> Actor:
     """identify() on a connection of its own, for a caller that has no session open: the
     handlers ask it at every update, and a bare connection costs less than an ORM session."""
     async with db.engine.connect() as connection:
-        return await identify(connection, channel, external_id)
+        return await identify(connection, channel, external_id, now=now)
 
 
 async def identify(
-    session: AsyncSession | AsyncConnection, channel: str, external_id: str
+    session: AsyncSession | AsyncConnection,
+    channel: str,
+    external_id: str,
+    *,
+    now: datetime | None = None,
 ) -> Actor:
-    """Load the actor for a chat identity: one query (every update asks it first)."""
+    """Load the actor for a chat identity: one query (every update asks it first). With `now`
+    (the person wrote at that time) the identity's `last_seen_at` moves on, at most once per
+    SEEN_STEP."""
     # Plain rows, no ORM objects: the statement runs on the session's connection.
     connection = await session.connection() if isinstance(session, AsyncSession) else session
     row = (
@@ -132,6 +149,7 @@ async def identify(
     (
         identity_id,
         unreachable_at,
+        last_seen_at,
         person_id,
         nama,
         koperasi_id,
@@ -158,6 +176,9 @@ async def identify(
             )
         else:
             await connection.execute(_REACHABLE_AGAIN, {"identity_id": identity_id})
+        await session.commit()
+    if now is not None and (last_seen_at is None or now - last_seen_at >= SEEN_STEP):
+        await connection.execute(_SEEN, {"identity_id": identity_id, "now": now})
         await session.commit()
     membership = None
     if koperasi_id is not None:
@@ -216,6 +237,7 @@ async def get_or_create_person(
             external_id=external_id,
             username=username,
             created_at=now,
+            last_seen_at=now,  # they are writing on it now
         )
     )
     await session.flush()

@@ -173,6 +173,13 @@ class OpsAlerts:
                 rincian=incident.detail,
                 menit=int(self.window.total_seconds() // 60),
             )
+            # WhatsApp's template outside its 24-hour window (messages/*/wa_template_ops).
+            m = self.core.messages
+            params = {
+                "waktu": f"{m.tanggal_pendek(now)} {m.jam(now)}",
+                "jenis": incident.kind,
+                "kode": incident.incident_id,
+            }
             items = [
                 Outgoing(
                     dedupe_key=alert_key(incident.kind, bucket, identity_id),
@@ -182,6 +189,7 @@ class OpsAlerts:
                     text=text,
                     quiet_hours=False,  # a failure does not wait for the morning
                     priority=ALERT_PRIORITY,
+                    params=params,
                 )
                 for identity_id, person_id in recipients
             ]

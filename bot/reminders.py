@@ -352,6 +352,13 @@ def _board_message(core: Core, notice: Notice, r: _Recipient) -> Outgoing:
         text=text,
         buttons=[[(button, f"lapor:{period.key}")]],
         topic=report_topic(period, r.koperasi_id),
+        # WhatsApp's template outside its 24-hour window (messages/*/wa_template_open/reminder).
+        params={
+            "nama": r.person_nama,
+            "koperasi": r.koperasi_nama,
+            "periode": period.name(m.language),
+            "batas": m.tanggal(deadline(settings, period)),
+        },
     )
 
 
@@ -576,6 +583,13 @@ def _digest_message(
         chat_identity_id=r.identity_id,
         person_id=r.person_id,
         text=text,
+        # WhatsApp's template outside its 24-hour window (messages/*/wa_template_digest).
+        params={
+            "nama": r.person_nama,
+            "periode": notice.period.name(m.language),
+            "total": str(len(status.koperasi)),
+            "belum": str(len(status.missing)),
+        },
     )
 
 

@@ -29,7 +29,15 @@ from bot.core import Core
 from bot.identity import Actor, OfficerScope
 from bot.outbox import Outgoing, cancel_topic, enqueue, sending_window
 from bot.replies import Buttons, Reply, action_id
-from bot.summons import PRIORITY, RSVP_PREFIX, Reach, Recipient, reach, rsvp_buttons
+from bot.summons import (
+    PRIORITY,
+    RSVP_PREFIX,
+    Reach,
+    Recipient,
+    reach,
+    rsvp_buttons,
+    template_params,
+)
 from bot.tanggal import Moment, parse_moment_text
 from storage.models import (
     BoardMember,
@@ -635,6 +643,9 @@ class PersonAttendance:
     # None when reachable; "blocked" (every chat refuses the bot) or "failed" (the letter could
     # not be delivered).
     unreachable: str | None = None
+    # What the channel reported about the letters (WhatsApp's status callbacks): "read",
+    # "delivered", or None when it tells nothing (Telegram does not).
+    seen: str | None = None
 
     @property
     def state(self) -> str:
@@ -760,15 +771,25 @@ async def _mark_unreachable(
             reachable.add(person_id)
     deliveries: dict[int, set[OutboxStatus]] = defaultdict(set)
     rows = await session.execute(
-        select(OutboxMessage.person_id, OutboxMessage.status).where(
+        select(
+            OutboxMessage.person_id,
+            OutboxMessage.status,
+            OutboxMessage.delivered_at,
+            OutboxMessage.read_at,
+        ).where(
             OutboxMessage.topic == topic(summons_id),
             OutboxMessage.person_id.in_(list(people)),
             OutboxMessage.status != OutboxStatus.CANCELLED,
         )
     )
-    for recipient_id, status in rows.all():
+    for recipient_id, status, delivered_at, read_at in rows.all():
         if recipient_id is not None:
             deliveries[recipient_id].add(status)
+            person = people.get(recipient_id)
+            if person is not None and read_at is not None:
+                person.seen = "read"
+            elif person is not None and delivered_at is not None and person.seen is None:
+                person.seen = "delivered"
     for person_id, person in people.items():
         if person_id not in reachable:
             person.unreachable = "blocked"
@@ -1076,6 +1097,7 @@ async def _notify(
     found: Reach = await reach(session, await _addressed_ids(session, summons.id))
     rsvps = await _rsvps(session, summons.id)
     kelurahan = {k[0]: k[1] for k in found.koperasi}
+    values = template_params(core, summons)
     items = []
     for people in found.people.values():
         for p in people:
@@ -1090,6 +1112,7 @@ async def _notify(
                     buttons=buttons,
                     topic=topic(summons.id),
                     priority=PRIORITY,
+                    params={"nama": p.nama, **values},
                 )
             )
     return await enqueue(session, items, now)
@@ -1289,6 +1312,7 @@ async def _remind_summons(core: Core, summons_id: int, at: datetime) -> int:
             LedgerEntry.target,
         )
         m = core.messages
+        values = template_params(core, summons)
         items = []
         for target in sorted(new):
             person_id = targets[target]
@@ -1319,6 +1343,7 @@ async def _remind_summons(core: Core, summons_id: int, at: datetime) -> int:
                         buttons=rsvp_buttons(core, summons.id) if kind == H1 else None,
                         topic=topic(summons.id),
                         priority=PRIORITY,
+                        params={"nama": p.nama, **values},
                     )
                 )
         return await enqueue(session, items, at)

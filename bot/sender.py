@@ -141,11 +141,26 @@ ButtonRows = list[list[list[str]]]
 
 
 class Transport(Protocol):
-    """One chat channel's way of delivering a message; it maps its errors to an `Outcome`."""
+    """One chat channel's way of delivering a message; it maps its errors to an `Outcome`.
+
+    The keyword-only extras are for channels that must choose how to send (WhatsApp outside
+    its 24-hour window sends a template): the row's kind and template values, and when the
+    person last wrote on this chat, and the row's id. They are read only for a transport whose
+    `wants_context` is true (Telegram's ignores them, and its claims do not carry them)."""
 
     channel: str
 
-    async def deliver(self, chat_id: str, text: str, buttons: ButtonRows | None) -> Delivery: ...
+    async def deliver(
+        self,
+        chat_id: str,
+        text: str,
+        buttons: ButtonRows | None,
+        *,
+        kind: str = "",
+        params: dict[str, Any] | None = None,
+        last_seen_at: datetime | None = None,
+        row_id: int | None = None,
+    ) -> Delivery: ...
 
 
 @dataclass
@@ -171,10 +186,18 @@ class _Claimed:
     buttons_json: str | None  # parsed when sent: a claim of 500 rows would stall the loop
     priority: int
     attempts: int
+    # Only for a transport that wants them (`Transport.deliver`'s extras).
+    kind: str = ""
+    params_json: str | None = None
+    last_seen_at: datetime | None = None
 
     @property
     def buttons(self) -> ButtonRows | None:
         return None if self.buttons_json is None else json.loads(self.buttons_json)
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        return None if self.params_json is None else json.loads(self.params_json)
 
 
 def slot_spacing(rate: float, *, shared: bool = False) -> float:
@@ -413,6 +436,8 @@ class Sender:
         self._in_flight: dict[asyncio.Task[None], _Claimed] = {}
         self._busy: set[int] = set()
         self._done = asyncio.Event()
+        # Whether the transport is handed each row's kind, template values and last_seen_at.
+        self._context = bool(getattr(transport, "wants_context", False))
         self._identities = self._identities_statement()
 
     # -- public -------------------------------------------------------------------------------
@@ -619,6 +644,17 @@ class Sender:
                 .prefix_with("MATERIALIZED")
             )
             ids = select(locked.c.id)
+        returned: list[Any] = [
+            OutboxMessage.id,
+            OutboxMessage.chat_identity_id,
+            OutboxMessage.text,
+            # As text: parsed when sent (`_Claimed.buttons`).
+            cast(OutboxMessage.buttons, Text),
+            OutboxMessage.priority,
+            OutboxMessage.attempts,
+        ]
+        if self._context:
+            returned += [OutboxMessage.kind, cast(OutboxMessage.params, Text)]
         return (
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
@@ -628,15 +664,7 @@ class Sender:
                 claimed_by=self.name,
                 attempts=OutboxMessage.attempts + 1,
             )
-            .returning(
-                OutboxMessage.id,
-                OutboxMessage.chat_identity_id,
-                OutboxMessage.text,
-                # As text: parsed when sent (`_Claimed.buttons`).
-                cast(OutboxMessage.buttons, Text),
-                OutboxMessage.priority,
-                OutboxMessage.attempts,
-            )
+            .returning(*returned)
         )
 
     def _identities_statement(self) -> Any:
@@ -648,12 +676,15 @@ class Sender:
         else:
             listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
             ids = ChatIdentity.id.in_(select(listed.c.value))
-        return select(
+        columns: list[Any] = [
             ChatIdentity.id,
             ChatIdentity.external_id,
             ChatIdentity.unreachable_at,
             ChatIdentity.unreachable_reason,
-        ).where(ids)
+        ]
+        if self._context:
+            columns.append(ChatIdentity.last_seen_at)
+        return select(*columns).where(ids)
 
     async def _claim(self, stats: SendStats) -> list[_Claimed] | None:
         """The rows to send now; None when nothing was due (rows closed here are counted)."""
@@ -687,7 +718,7 @@ class Sender:
             }
             exhausted: list[int] = []
             for row in rows:
-                row_id, identity_id, text, buttons, priority, attempts = row
+                row_id, identity_id, text, buttons, priority, attempts = row[:6]
                 identity = identities[identity_id]
                 if identity.unreachable_at is not None:
                     reason = identity.unreachable_reason or "unreachable"
@@ -698,17 +729,19 @@ class Sender:
                     # Reclaimed after a sender died during its last allowed attempt.
                     exhausted.append(row_id)
                 else:
-                    claimed.append(
-                        _Claimed(
-                            id=row_id,
-                            identity_id=identity_id,
-                            chat_id=identity.external_id,
-                            text=text,
-                            buttons_json=buttons,
-                            priority=priority,
-                            attempts=attempts,
-                        )
+                    item = _Claimed(
+                        id=row_id,
+                        identity_id=identity_id,
+                        chat_id=identity.external_id,
+                        text=text,
+                        buttons_json=buttons,
+                        priority=priority,
+                        attempts=attempts,
                     )
+                    if self._context:
+                        item.kind, item.params_json = row[6], row[7]
+                        item.last_seen_at = identity.last_seen_at
+                    claimed.append(item)
             if exhausted:
                 await connection.execute(
                     self._mine(exhausted).values(
@@ -964,6 +997,16 @@ class Sender:
 
     async def _deliver(self, chat_id: str, row: _Claimed) -> Delivery:
         try:
+            if self._context:
+                return await self.transport.deliver(
+                    chat_id,
+                    row.text,
+                    row.buttons,
+                    kind=row.kind,
+                    params=row.params,
+                    last_seen_at=row.last_seen_at,
+                    row_id=row.id,
+                )
             return await self.transport.deliver(chat_id, row.text, row.buttons)
         except Exception as exc:
             # A bug in a transport must not strand the row in `sending`.

@@ -230,6 +230,18 @@ def rsvp_buttons(core: Core, summons_id: int) -> Buttons:
     ]
 
 
+def template_params(core: Core, summons: Summons) -> dict[str, str]:
+    """The values of WhatsApp's summons template after the name ({{1}}), in its order
+    (messages/*/wa_template_summons.txt): what, when, where. Computed once per summons;
+    each row's params are {"nama": ..., **these}."""
+    m = core.messages
+    return {
+        "hal": summons.hal,
+        "waktu": f"{m.tanggal(summons.starts_at)}, {m.jam(summons.starts_at)}",
+        "tempat": summons.tempat,
+    }
+
+
 def letter(core: Core, summons: Summons, kelurahan: str | None, **extra: Any) -> str:
     """The notice as the letter structure of DOMAIN.md, for one addressee (or the preview)."""
     return core.messages.render(
@@ -343,6 +355,7 @@ async def send(core: Core, actor: Actor, spec: Spec) -> tuple[Summons, Reach]:
         kelurahan = {k[0]: k[1] for k in found.koperasi}
         write = letters(core, summons)
         buttons = rsvp_buttons(core, summons.id)
+        values = template_params(core, summons)
         items = [
             Outgoing(
                 dedupe_key=f"summons:{summons.id}:v1:p{p.person_id}:i{p.identity_id}",
@@ -353,6 +366,7 @@ async def send(core: Core, actor: Actor, spec: Spec) -> tuple[Summons, Reach]:
                 buttons=buttons,
                 topic=f"summons:{summons.id}",
                 priority=PRIORITY,
+                params={"nama": p.nama, **values},
             )
             for people in found.people.values()
             for p in people

@@ -107,6 +107,12 @@ def core_of(context: Context) -> Core:
     return core
 
 
+def channel_of(context: Context) -> str:
+    """The channel of the Application handling the update: "telegram", or "whatsapp" for the
+    WhatsApp channel's Application (bot_data["channel"])."""
+    return str(context.application.bot_data.get("channel", CHANNEL))
+
+
 def display_name(user: User | None) -> str:
     if user is None:
         return ""
@@ -125,7 +131,8 @@ async def actor_of(update: Update, context: Context) -> Actor:
         return known
     user = update.effective_user
     assert user is not None
-    actor = await lookup(core_of(context).db, CHANNEL, str(user.id))
+    core = core_of(context)
+    actor = await lookup(core.db, channel_of(context), str(user.id), now=core.clock.now())
     context.__dict__[_ACTOR] = (update, actor)
     return actor
 

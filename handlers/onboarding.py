@@ -8,11 +8,11 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot import onboarding
 from bot.identity import Actor
 from handlers.common import (
-    CHANNEL,
     PRIVATE,
     Context,
     actor_of,
     answer_query,
+    channel_of,
     command_menu,
     core_of,
     display_name,
@@ -61,7 +61,7 @@ async def link_with_code(update: Update, context: Context, code: str) -> None:
     assert user is not None
     result = await onboarding.redeem_invite(
         core_of(context),
-        channel=CHANNEL,
+        channel=channel_of(context),
         external_id=str(user.id),
         display_name=display_name(user),
         code=code,

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -344,7 +345,19 @@ class TelegramTransport:
             raise TelegramError(f"unexpected sendMessage result: {str(result)[:100]}")
         return str(result["message_id"])
 
-    async def deliver(self, chat_id: str, text: str, buttons: ButtonRows | None) -> Delivery:
+    async def deliver(
+        self,
+        chat_id: str,
+        text: str,
+        buttons: ButtonRows | None,
+        *,
+        kind: str = "",
+        params: dict[str, Any] | None = None,
+        last_seen_at: datetime | None = None,
+        row_id: int | None = None,
+    ) -> Delivery:
+        """Send one row; the extras (kind, template values, last_seen_at, row id) are
+        WhatsApp's concern, not Telegram's."""
         try:
             message_id = await self._send(chat_id, text, buttons)
         except RetryAfter as exc:

@@ -34,7 +34,15 @@ STOP_GRACE_SECONDS = 30.0
 App = Application[Any, Any, Any, Any, Any, Any]
 
 
-class WebhookHandler(tornado.web.RequestHandler):
+class BareHandler(tornado.web.RequestHandler):
+    """Errors answered with a bare status: nothing about the server for whoever probes it."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code}\n")
+
+
+class WebhookHandler(BareHandler):
     """POST on the webhook path: 403 without the right secret, 400 for what is not an update,
     else 200 once the Application has handled the update.
 
@@ -80,13 +88,8 @@ class WebhookHandler(tornado.web.RequestHandler):
         await self.server.handle(update)
         self.set_status(HTTPStatus.OK)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # A bare status: nothing about the server for whoever probes it.
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code}\n")
 
-
-def _quiet(handler: tornado.web.RequestHandler) -> None:
+def quiet_log(handler: tornado.web.RequestHandler) -> None:
     # tornado logs every request; refusals are logged above, accepted updates need no line.
     log.debug("%s %s %s", handler.get_status(), handler.request.method, handler.request.uri)
 
@@ -98,7 +101,7 @@ class WebhookServer:
         pattern = re.escape(path.rstrip("/")) + "/?"
         web = tornado.web.Application(
             [(pattern, WebhookHandler, {"app": app, "secret": secret.encode(), "server": self})],
-            log_function=_quiet,
+            log_function=quiet_log,
         )
         self._app = app
         self._http = tornado.httpserver.HTTPServer(web, max_body_size=MAX_BODY_BYTES)
