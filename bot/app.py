@@ -24,7 +24,7 @@ from bot.ops import Incident, OpsAlerts, database_unavailable, error_type, new_i
 from bot.panggil import PanggilService
 from bot.reminders import next_wake, tick
 from bot.reports import ReportService
-from bot.sender import Sender, SendStats
+from bot.sender import Sender, SendStats, default_name
 from bot.tindak import TindakService
 from handlers import (
     ekspor,
@@ -156,20 +156,22 @@ CALENDAR_HOURLY = "calendar-hourly"
 SCHEDULER_LEADER = "scheduler-leader"
 
 
-def start_background(app: App) -> None:
-    """Start the outbox sender task, the leadership check and the calendar jobs (the
-    Application must be started)."""
+def start_background(app: App, *, telegram: bool = True) -> None:
+    """Start the outbox sender tasks (Telegram's unless `telegram` is false: WhatsApp alone;
+    WhatsApp's when it is set up), the leadership check and the calendar jobs (the Application
+    must be started)."""
     core: Core = app.bot_data["core"]
-    sender = Sender(
-        core, TelegramTransport(app.bot), lease_seconds=core.settings.outbox_lease_seconds
-    )
     stop = asyncio.Event()
-    app.bot_data["sender"] = sender
     app.bot_data["sender_stop"] = stop
-    app.bot_data["sender_task"] = asyncio.get_running_loop().create_task(
-        sender.run(stop), name="outbox-sender"
-    )
-    app.bot_data["leader"] = Leadership(core, sender.name)
+    if telegram:
+        sender = Sender(
+            core, TelegramTransport(app.bot), lease_seconds=core.settings.outbox_lease_seconds
+        )
+        app.bot_data["sender"] = sender
+        app.bot_data["sender_task"] = asyncio.get_running_loop().create_task(
+            sender.run(stop), name="outbox-sender"
+        )
+    app.bot_data["leader"] = Leadership(core, default_name())
     if core.settings.whatsapp_enabled:
         # WhatsApp's rows go through a sender of their own, at the Cloud API's rate (its own
         # send budget: budgets are per channel).
@@ -214,8 +216,10 @@ async def calendar_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     reports: ReportService = context.bot_data["reports"]
     expired = await reports.expire_drafts()
     if result.messages or expired:
-        sender: Sender = context.bot_data["sender"]
-        sender.wake()
+        for name in ("sender", "whatsapp_sender"):
+            sender: Sender | None = context.bot_data.get(name)
+            if sender is not None:
+                sender.wake()
     if result.notices or result.outside_window:
         log.info(
             "Calendar tick at %s: %s",
@@ -413,10 +417,59 @@ async def start_whatsapp(app: App) -> None:
         server.listen(host, port)
     except OSError as exc:
         await whatsapp.shutdown()
-        raise StartupError("listen", f"{settings.whatsapp_listen}: {exc.strerror}") from None
+        raise StartupError("wa_listen", f"{settings.whatsapp_listen}: {exc.strerror}") from None
     app.bot_data[WHATSAPP_APP] = whatsapp
     app.bot_data[WHATSAPP_SERVER] = server
     log.info("WhatsApp webhook listening on %s", settings.whatsapp_listen)
+
+
+def run_whatsapp(core: Core) -> None:
+    """Run on WhatsApp alone (no Telegram token) until SIGTERM or SIGINT."""
+    asyncio.run(serve_whatsapp(core))
+
+
+async def serve_whatsapp(core: Core, stop: asyncio.Event | None = None) -> None:
+    """WhatsApp without Telegram: the WhatsApp Application with the scheduler and the WhatsApp
+    sender, its webhook on WHATSAPP_LISTEN, until `stop` is set (by default on SIGTERM or
+    SIGINT)."""
+    import signal
+
+    from bot.config import _split_listen
+    from handlers.whatsapp.webhook import WhatsAppServer
+
+    loop = asyncio.get_running_loop()
+    signals: tuple[signal.Signals, ...] = ()
+    if stop is None:
+        stop = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+    app = build_whatsapp_application(core)
+    server = WhatsAppServer(app, core)
+    try:
+        await app.initialize()
+        try:
+            host, port = _split_listen(core.settings.whatsapp_listen)
+            try:
+                server.listen(host, port)
+            except OSError as exc:
+                raise StartupError(
+                    "wa_listen", f"{core.settings.whatsapp_listen}: {exc.strerror}"
+                ) from None
+            await app.start()
+            if core.settings.run_scheduler:
+                start_background(app, telegram=False)
+            log.info("WhatsApp webhook listening on %s", core.settings.whatsapp_listen)
+            await stop.wait()
+        finally:
+            await server.stop()
+            if app.running:
+                await app.stop()
+            await stop_background(app)
+            await app.shutdown()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def stop_whatsapp(app: App) -> None:

@@ -185,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(messages.render("cli_run_polling", database=_shown(settings)), file=sys.stderr)
         if settings.whatsapp_enabled:
-            print(messages.render("wa_cli_run", listen=settings.whatsapp_listen), file=sys.stderr)
+            print(
+                messages.render("wa_cli_run", listen=settings.whatsapp_listen, alone=False),
+                file=sys.stderr,
+            )
         try:
             (run_webhook if webhook else run_polling)(Core.create(settings))
         except StartupError as exc:
@@ -195,6 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                     code=exc.code,
                     detail=exc.detail,
                     url=settings.telegram_api_base_url,
+                ),
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    if command == "run" and settings.whatsapp_enabled and not args.simulator and not webhook:
+        # WhatsApp alone: no Telegram token, the WhatsApp settings given.
+        from bot.app import StartupError, run_whatsapp
+
+        print(
+            messages.render("wa_cli_run", listen=settings.whatsapp_listen, alone=True),
+            file=sys.stderr,
+        )
+        try:
+            run_whatsapp(Core.create(settings))
+        except StartupError as exc:
+            print(
+                messages.render(
+                    "cli_startup_error",
+                    code=exc.code,
+                    detail=exc.detail,
+                    url=settings.whatsapp_api_base_url,
                 ),
                 file=sys.stderr,
             )

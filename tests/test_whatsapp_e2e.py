@@ -41,6 +41,7 @@ from tests.test_webhook_e2e import (
     rsvp_of,
     send_summons,
     snapshot,
+    stopped_cleanly,
 )
 
 __all__ = ["calendar_elsewhere", "fake", "live_core"]  # fixtures used by name
@@ -294,3 +295,31 @@ async def test_whatsapp_beside_the_telegram_webhook(
         siti.press("Beroperasi rutin", "pertanyaan 2 dari")
         siti.say("1, 3", "Berapa jumlah anggota")
     assert bot.stop() == 0
+
+
+@pytest.mark.usefixtures("calendar_elsewhere")
+async def test_whatsapp_alone_without_a_telegram_token(
+    live_core: Core, cli_env: dict[str, str], tmp_path: Path, fake: FakeBotAPI, wa: FakeWhatsApp
+) -> None:
+    """A city on WhatsApp only: `run` with the WhatsApp settings and no Telegram token serves
+    the webhook, answers, and sends the outbox on WhatsApp; Telegram is never called."""
+    code = await prepare(live_core, cli_env, tmp_path)
+    port = free_port()
+    bot = BotProcess.start(wa_env(cli_env, fake, wa, port, TELEGRAM_BOT_TOKEN=""), tmp_path)
+    with bot.shown_on_failure():
+        serving(wa, port)
+        assert "Bot berjalan di WhatsApp saja" in bot.output()
+        siti = Chat(wa, wa.user(SITI, "Siti Aminah"))
+        siti.say(f"DAFTAR {code}", "Akun Anda sudah terhubung sebagai *Bendahara*")
+        siti.say("lapor", "pertanyaan 1 dari")
+        since = siti.mark()
+        summons_id = await send_summons(live_core)
+        (letter,) = [c for c in siti.expect(since, "Rapat koordinasi pengurus KMP") if c.buttons][
+            -1:
+        ]
+        siti.press("Hadir", "Kehadiran Anda pada *Rapat koordinasi pengurus KMP*")
+        assert await rsvp_of(live_core, summons_id) == [(RsvpAnswer.HADIR, "Siti Aminah")]
+        assert letter.wamid is not None
+    output = stopped_cleanly(bot)
+    assert "simulator" not in output.lower()
+    assert fake.calls == []
