@@ -611,6 +611,8 @@ async def _generate(args: argparse.Namespace, url: str) -> Counts:
                             "first_submitted_at": first_at,
                             "last_submitted_at": last_at,
                             "late": late,
+                            # What submitting copies of the current revision's answers.
+                            **Report.counted(answers),
                         },
                     )
                     reporter = coop.board[2] if rng.random() < 0.6 else rng.choice(coop.board[:2])

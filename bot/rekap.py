@@ -2,9 +2,9 @@
 requested, per kecamatan, change against the month before) and its two charts.
 
 Counting is set-based: a handful of queries per recap whatever the number of cooperatives (the
-registry counted per kecamatan, the reports of two months with only the answers counted, and for
-the chart the reports of twelve months counted per month). Only the answers' few counted fields
-leave the database, not whole revisions.
+registry counted per kecamatan, the reports of two months grouped by each counted answer, and
+for the chart the reports of twelve months counted per month). The counted answers are columns
+of the report (`Report.count_answers`, written with each revision): no revision is read.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, TypeVarTuple
 
 from babel.dates import format_date
-from sqlalchemy import Select, Text, column, func, select, true
+from sqlalchemy import Select, bindparam, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -31,7 +31,7 @@ from bot.reminders import calendar, current_period
 from bot.replies import Reply
 from bot.reports import option_label
 from messages import Messages
-from storage.models import Kecamatan, Kelurahan, Koperasi, Report, ReportRevision
+from storage.models import Kecamatan, Kelurahan, Koperasi, Report
 
 # Statuses that count as "operating" (persiapan is not yet: nothing is sold).
 OPERATING = ("sebagian", "rutin")
@@ -263,21 +263,13 @@ async def _registry(session: AsyncSession, kecamatan_id: int | None) -> list[tup
         .group_by(Kecamatan.id, Kecamatan.nama)
         .order_by(Kecamatan.nama, Kecamatan.id)
     )
-    rows = await session.execute(_in_scope(query, kecamatan_id))
+    # Plain rows through the connection: a country has 7,000 kecamatan.
+    rows = await (await session.connection()).execute(_in_scope(query, kecamatan_id))
     return [(int(k), str(nama), int(n)) for k, nama, n in rows.all()]
 
 
 # Counts kept for a scope as a whole (not per kecamatan) go under this kecamatan id.
 WHOLE = 0
-# The answers a recap counts, in the order `_tallies` reads them.
-_COUNTED = (
-    "status_operasional",
-    "kendala",
-    "kendala_utama",
-    "kebutuhan_bantuan",
-    "kendala_teratasi",
-    "kendala_memburuk",
-)
 
 
 async def _tallies(
@@ -291,55 +283,56 @@ async def _tallies(
 
     Reports, lateness and status are counted per kecamatan for the `per_kecamatan` periods,
     the other answers (obstacles, help) for the `answers_per_kecamatan` ones; everything else
-    under (period, WHOLE), so merging a period's tallies gives its totals. Only the counted
-    answers are read, as JSON text (JSON paths work alike on SQLite and PostgreSQL); each
-    distinct (period, kecamatan, answer) is counted in Counter's C loop and each distinct text
-    parsed once: a national month is a hundred thousand reports whose answers repeat a few
-    hundred combinations, spread over seven thousand kecamatan.
+    under (period, WHOLE), so merging a period's tallies gives its totals. The counted answers
+    are columns of the report (`Report.count_answers`), grouped in SQL: a national month is a
+    hundred thousand reports whose answers repeat a few hundred combinations, and each
+    distinct text is parsed once here.
     """
     connection = await session.connection()
-    query = (
-        select(Report.period, Kelurahan.kecamatan_id, Report.late)
-        .join(
-            ReportRevision,
-            (ReportRevision.report_id == Report.id)
-            & (ReportRevision.revision == Report.current_revision),
-        )
-        .join(Koperasi, Koperasi.id == Report.koperasi_id)
-        .join(Kelurahan, Kelurahan.id == Koperasi.kelurahan_id)
-        .where(Report.period.in_([p.key for p in periods]))
+    keys = [p.key for p in periods]
+
+    def grouped(split: Collection[str], by: Sequence[Any], counted: Sequence[Any]) -> Select[Any]:
+        """Per distinct (period, place, *by): the `counted` aggregates, then the reports. The
+        place is the kecamatan for the `split` periods, WHOLE for the others."""
+        query = select(Report.period)
+        if split:
+            # Written into the SQL: it is grouped by as well.
+            in_split = Report.period.in_(bindparam("split", sorted(split), literal_execute=True))
+            query = query.add_columns(
+                case((in_split, Kelurahan.kecamatan_id), else_=WHOLE).label("place")
+            )
+        else:
+            query = query.add_columns(literal_column(str(WHOLE)).label("place"))
+        query = query.add_columns(*by, *counted, func.count()).where(Report.period.in_(keys))
+        if split or kecamatan_id is not None:
+            # The kecamatan of each report: through its cooperative's kelurahan.
+            query = query.join(Koperasi, Koperasi.id == Report.koperasi_id).join(
+                Kelurahan, Kelurahan.id == Koperasi.kelurahan_id
+            )
+        query = query.group_by(Report.period, *by)
+        if split:
+            query = query.group_by(literal_column("place"))
+        return _in_scope(query, kecamatan_id)
+
+    async def count(split: Collection[str], *by: Any, counted: Sequence[Any] = ()) -> list[Any]:
+        return list((await connection.execute(grouped(split, by, counted))).all())
+
+    # Counted per place as one row of numbers: the late reports, each status, all reports.
+    status = Report.status_operasional
+    counts = await count(
+        per_kecamatan,
+        counted=[
+            func.count().filter(Report.late.is_(True)),
+            *(func.count().filter(status == s) for s in STATUS),
+        ],
     )
-    if connection.dialect.name == "postgresql":
-        # The answers are `json` (text): each ->> would parse the whole document again, six
-        # times a row (5 s for two national months). json_to_record reads it once; a list
-        # comes back as its JSON text, as with ->>.
-        document = (
-            func.json_to_record(ReportRevision.answers)
-            .table_valued(*(column(name, Text) for name in _COUNTED))
-            .render_derived(name="document", with_types=True)
-        )
-        query = query.join(document, true())
-        paths: list[Any] = [document.c[name] for name in _COUNTED]
-    else:
-        paths = [ReportRevision.answers[name].as_string() for name in _COUNTED]
-    query = query.add_columns(*paths)
-    # Plain rows (no ORM layer, no JSON decoding per value): parsed below, once per text.
-    rows = (await connection.execute(_in_scope(query, kecamatan_id))).all()
-    if not rows:
+    if not counts:
         return {}
-    period, kecamatan, late, status, kendala, utama, bantuan, solved, worse = zip(
-        *rows, strict=True
-    )
-
-    def where(split: Collection[str]) -> tuple[int, ...]:
-        return tuple(k if p in split else WHOLE for p, k in zip(period, kecamatan, strict=True))
-
-    counted = where(per_kecamatan)
-    answered = (
-        counted
-        if set(answers_per_kecamatan) == set(per_kecamatan)
-        else where(answers_per_kecamatan)
-    )
+    # Each answer grouped on its own (with what it is read with): together, the combinations
+    # would be nearly as many as the reports.
+    named = await count(answers_per_kecamatan, Report.kendala, Report.kendala_utama)
+    asked = await count(answers_per_kecamatan, Report.kebutuhan_bantuan)
+    changed = await count(answers_per_kecamatan, Report.kendala_teratasi, Report.kendala_memburuk)
     tallies: dict[tuple[str, int], Tally] = {}
 
     def tally(key: tuple[str, int]) -> Tally:
@@ -348,17 +341,16 @@ async def _tallies(
             found = tallies[key] = Tally()
         return found
 
-    obstacle_codes = _parser(KENDALA)
-    help_codes = _parser(BANTUAN)
-    for (p, k, is_late, s), n in Counter(zip(period, counted, late, status, strict=True)).items():
+    for p, k, late, *by_status, n in counts:
         t = tally((p, k))
         t.reported += n
-        t.late += n if is_late else 0
-        if s in STATUS:
-            t.status[s] += n
-    for (p, k, text, main_text), n in Counter(
-        zip(period, answered, kendala, utama, strict=True)
-    ).items():
+        t.late += late
+        for s, found in zip(STATUS, by_status, strict=True):
+            if found:
+                t.status[s] += found
+    obstacle_codes = _parser(KENDALA)
+    help_codes = _parser(BANTUAN)
+    for p, k, text, main_text, n in named:
         t = tally((p, k))
         obstacles = [code for code in obstacle_codes(text) if code != NONE]
         if not obstacles:
@@ -366,22 +358,20 @@ async def _tallies(
             t.no_obstacle += n
         for code in obstacles:
             t.obstacles[code] += n
-        named: dict[str, Any] = {"kendala": obstacles}
+        given: dict[str, Any] = {"kendala": obstacles}
         if isinstance(main_text, str) and main_text in obstacles:
-            named["kendala_utama"] = main_text
-        main = main_obstacle(named)
+            given["kendala_utama"] = main_text
+        main = main_obstacle(given)
         if main is not None:
             t.main[main] += n
-    for (p, k, text), n in Counter(zip(period, answered, bantuan, strict=True)).items():
+    for p, k, text, n in asked:
         t = tally((p, k))
-        asked = help_codes(text)
-        for code in asked:
+        codes = help_codes(text)
+        for code in codes:
             t.help[code] += n
-        if not asked:
+        if not codes:
             t.no_help += n
-    for (p, k, solved_text, worse_text), n in Counter(
-        zip(period, answered, solved, worse, strict=True)
-    ).items():
+    for p, k, solved_text, worse_text, n in changed:
         t = tally((p, k))
         for code in obstacle_codes(solved_text):
             t.solved[code] += n
@@ -413,15 +403,25 @@ def _merge(tallies: Sequence[Tally]) -> Tally:
     for t in tallies:
         total.reported += t.reported
         total.late += t.late
-        total.status.update(t.status)
-        total.obstacles.update(t.obstacles)
-        total.main.update(t.main)
         total.no_obstacle += t.no_obstacle
-        total.help.update(t.help)
         total.no_help += t.no_help
-        total.solved.update(t.solved)
-        total.worse.update(t.worse)
+        # Most are empty: a national recap merges 7,000 kecamatan counting status only.
+        for mine, theirs in (
+            (total.status, t.status),
+            (total.obstacles, t.obstacles),
+            (total.main, t.main),
+            (total.help, t.help),
+            (total.solved, t.solved),
+            (total.worse, t.worse),
+        ):
+            if theirs:
+                mine.update(theirs)
     return total
+
+
+def _found(tallies: dict[tuple[str, int], Tally], key: tuple[str, int]) -> Tally:
+    found = tallies.get(key)
+    return Tally() if found is None else found
 
 
 async def recap(
@@ -447,9 +447,8 @@ async def recap(
             per_kecamatan={period.key},
             answers_per_kecamatan={period.key} if obstacles_per_kecamatan else (),
         )
-    lines = [
-        KecamatanRecap(k, nama, n, tallies.get((period.key, k), Tally())) for k, nama, n in registry
-    ]
+    key = period.key
+    lines = [KecamatanRecap(k, nama, n, _found(tallies, (key, k))) for k, nama, n in registry]
     before = tallies.get((previous.key, WHOLE), Tally()) if previous is not None else Tally()
     return Recap(
         period=period,

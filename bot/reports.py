@@ -752,6 +752,7 @@ class ReportService:
             await session.flush()
         report.current_revision += 1
         report.last_submitted_at = now
+        report.count_answers(answers)
         session.add(
             ReportRevision(
                 report_id=report.id,

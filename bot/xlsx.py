@@ -9,18 +9,25 @@ at about 40,000 cells a second on the two-core machine; XlsxWriter in constant_m
 about 75,000 cells a second. Both spend that time in per-cell Python objects and calls; here a
 row is one formatted string. The parts written follow what openpyxl and XlsxWriter write for
 the same features (ECMA-376, SpreadsheetML), and the tests read every export back with openpyxl.
+
+A big workbook can be kept by a child process instead (`WorkbookProcess`, same methods): the rows
+cross a pipe, and the XML and its deflating run on another core than the reading of the rows.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from xml.sax.saxutils import escape, quoteattr
 
 # Control characters typed in a chat are not allowed in XML (the same set openpyxl removes).
@@ -36,6 +43,9 @@ _FIRST_FORMAT_STYLE = 2
 _FIRST_CUSTOM_FORMAT = 164  # ids below are Excel's built-in formats
 # Distinct texts a sheet remembers escaped (names and labels repeat down a column).
 _TEXT_CACHE = 50_000
+# Deflate level of the parts: a national month is 190 MB of XML, 2.5 s to deflate at level 6
+# (9.2 MiB) and 1 s at level 3 (10.8 MiB), the last thing an export waits for.
+COMPRESSION = 3
 
 
 def column_letter(index: int) -> str:
@@ -47,7 +57,7 @@ def column_letter(index: int) -> str:
     return letters
 
 
-def _serial(moment: datetime | date) -> float:
+def serial(moment: datetime | date) -> float:
     """Excel's date serial (days since 1899-12-30); naive wall-clock time is written as is."""
     if not isinstance(moment, datetime):
         moment = datetime(moment.year, moment.month, moment.day)
@@ -137,10 +147,10 @@ class Sheet:
         if isinstance(value, int | float):
             return f"<c{at}{style}><v>{value!r}</v></c>"
         if isinstance(value, date):
-            serial = self._dates.get(value)
-            if serial is None:
-                serial = self._dates[value] = repr(_serial(value))
-            return f"<c{at}{style}><v>{serial}</v></c>"
+            number = self._dates.get(value)
+            if number is None:
+                number = self._dates[value] = repr(serial(value))
+            return f"<c{at}{style}><v>{number}</v></c>"
         raise TypeError(f"cannot write {type(value).__name__} to a cell")
 
     @property
@@ -190,6 +200,22 @@ def _inline(value: str) -> str:
     return f"<is><t{space}>{_text(value)}</t></is>"
 
 
+class Rows(Protocol):
+    """Where a sheet's rows go: a `Sheet`, or one written by a `WorkbookProcess`."""
+
+    def append(self, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Book(Protocol):
+    """A `Workbook`, or a `WorkbookProcess` that writes one in a child process."""
+
+    def add_sheet(self, title: str, columns: Sequence[tuple[str, float, str | None]]) -> Rows: ...
+
+    def save(self, out: str | os.PathLike[str] | IO[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Workbook:
     """Sheets in the order added; `save` writes the file (or buffer) and frees the sheets."""
 
@@ -222,7 +248,9 @@ class Workbook:
     def save(self, out: str | os.PathLike[str] | IO[bytes]) -> None:
         target: Any = Path(out) if isinstance(out, str | os.PathLike) else out
         try:
-            with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            with zipfile.ZipFile(
+                target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESSION
+            ) as archive:
                 archive.writestr("[Content_Types].xml", self._content_types())
                 archive.writestr("_rels/.rels", _ROOT_RELS)
                 archive.writestr("xl/workbook.xml", self._workbook())
@@ -327,3 +355,142 @@ _ROOT_RELS = (
     f'<Relationship Id="rId1" Type="{_REL}/officeDocument" Target="xl/workbook.xml"/>'
     "</Relationships>"
 )
+
+
+# A workbook written by a child process ------------------------------------------------------
+
+
+class _RemoteSheet:
+    def __init__(self, book: WorkbookProcess, index: int) -> None:
+        self._book = book
+        self._index = index
+
+    def append(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._book._send(("append", self._index, list(rows)))
+
+
+class WorkbookProcess:
+    """A `Workbook` kept by a child process (`_serve`): `append` hands the rows over (pickled,
+    through a pipe) and the child turns them into XML and deflates them on its own core while
+    this process reads and builds the next rows. A national export is two halves of about the
+    same size (building the rows, writing them) that one interpreter can only run one after
+    the other. Sending waits while the child is one batch behind, so rows do not pile up."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        # The child imports this module only (the standard library), not the bot's settings.
+        self._child: subprocess.Popen[bytes] | None = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {root!r}); from bot.xlsx import _serve; _serve()",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._sheets = 0
+        # The child's peak resident memory (MiB), known after `save`.
+        self.peak_mib: float | None = None
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        child = self._child
+        if child is None or child.stdin is None:
+            raise RuntimeError("the workbook is closed")
+        try:
+            pickle.dump(message, child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            child.stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError(f"the XLSX writer process stopped ({child.poll()})") from None
+
+    def add_sheet(self, title: str, columns: Sequence[tuple[str, float, str | None]]) -> Rows:
+        self._send(("sheet", title, list(columns)))
+        self._sheets += 1
+        return _RemoteSheet(self, self._sheets - 1)
+
+    def save(self, out: str | os.PathLike[str] | IO[bytes]) -> None:
+        try:
+            if isinstance(out, str | os.PathLike):
+                self._save_to(str(Path(out).resolve()))
+                return
+            handle, name = tempfile.mkstemp(suffix=".xlsx")
+            os.close(handle)
+            try:
+                self._save_to(name)
+                with open(name, "rb") as written:
+                    shutil.copyfileobj(written, out)
+            finally:
+                os.unlink(name)
+        finally:
+            self.close()
+
+    def _save_to(self, path: str) -> None:
+        self._send(("save", path))
+        child = self._child
+        assert child is not None
+        assert child.stdout is not None
+        try:
+            # Our own child's answer through its pipe.
+            outcome, detail = pickle.load(child.stdout)  # noqa: S301
+        except EOFError:
+            raise RuntimeError(f"the XLSX writer process stopped ({child.wait()})") from None
+        if outcome != "saved":
+            raise RuntimeError(f"the XLSX writer process failed: {detail}")
+        self.peak_mib = detail
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        try:
+            if child.stdin is not None:
+                child.stdin.close()  # the child stops at the end of its input
+            child.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            child.kill()
+            child.wait()
+        finally:
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def _peak_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _serve() -> None:
+    """The child of a `WorkbookProcess`: sheets, rows and the save, read from stdin."""
+    source, reply = sys.stdin.buffer, sys.stdout.buffer
+    book = Workbook()
+    failed: str | None = None
+    try:
+        while True:
+            try:
+                # From the parent that started this process, through its pipe.
+                message = pickle.load(source)  # noqa: S301
+            except EOFError:
+                return
+            if failed is not None and message[0] != "save":
+                continue  # the error is told when the workbook is saved
+            try:
+                if message[0] == "sheet":
+                    book.add_sheet(message[1], message[2])
+                elif message[0] == "append":
+                    book.sheets[message[1]].append(message[2])
+                elif message[0] == "save":
+                    if failed is None:
+                        book.save(message[1])
+                        pickle.dump(("saved", _peak_mib()), reply)
+                    else:
+                        pickle.dump(("failed", failed), reply)
+                    reply.flush()
+                    return
+            except Exception as error:  # told to the parent at the save
+                failed = f"{type(error).__name__}: {error}"
+    finally:
+        book.close()

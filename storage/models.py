@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -278,10 +279,48 @@ class Report(Base):
     first_submitted_at: Mapped[datetime]
     last_submitted_at: Mapped[datetime]
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The current revision's answers that /rekap counts, copied by `count_answers` whenever a
+    # revision is written, so a national recap groups columns instead of reading every JSON
+    # document: each as a JSON path gives it (a text answer as is, anything else as its JSON
+    # text, None when absent), parsed by the recap once per distinct value.
+    status_operasional: Mapped[str | None] = mapped_column(Text)
+    kendala: Mapped[str | None] = mapped_column(Text)
+    kendala_utama: Mapped[str | None] = mapped_column(Text)
+    kebutuhan_bantuan: Mapped[str | None] = mapped_column(Text)
+    kendala_teratasi: Mapped[str | None] = mapped_column(Text)
+    kendala_memburuk: Mapped[str | None] = mapped_column(Text)
 
     revisions: Mapped[list[ReportRevision]] = relationship(
         back_populates="report", order_by="ReportRevision.revision"
     )
+
+    COUNTED: ClassVar[tuple[str, ...]] = (
+        "status_operasional",
+        "kendala",
+        "kendala_utama",
+        "kebutuhan_bantuan",
+        "kendala_teratasi",
+        "kendala_memburuk",
+    )
+
+    @staticmethod
+    def counted(answers: dict[str, Any]) -> dict[str, str | None]:
+        """The counted columns for a revision's answers (see `count_answers`)."""
+        return {name: Report._as_text(answers.get(name)) for name in Report.COUNTED}
+
+    @staticmethod
+    def _as_text(value: Any) -> str | None:
+        """What a JSON path as text gives for a value: a string as is, null as None, anything
+        else as its JSON text."""
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value)
+
+    def count_answers(self, answers: dict[str, Any]) -> None:
+        """Copy the counted answers of the revision that becomes current: every writer of a
+        revision that becomes `current_revision` calls this."""
+        for name, value in Report.counted(answers).items():
+            setattr(self, name, value)
 
 
 class ReportRevision(Base):

@@ -5,6 +5,7 @@ profiles (a Curug officer never sees another kecamatan, whatever they type or fo
 from __future__ import annotations
 
 import csv
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from openpyxl.utils import get_column_letter
 from sqlalchemy import select
 from telegram.ext import CommandHandler
 
+from bot import export
 from bot.core import Core
 from bot.export import MONEY_FORMAT, parse_period_range
 from bot.laporan import KENDALA, MONTHLY_REPORT, STATUS, TEMPAT
@@ -162,6 +164,7 @@ async def write_reports(core: Core) -> list[Planned]:
                     first_submitted_at=first_at,
                     last_submitted_at=last_at,
                     late=late,
+                    **Report.counted(answers),
                 )
                 session.add(report)
                 await session.flush()
@@ -694,3 +697,37 @@ async def test_a_curug_officer_cannot_open_another_kecamatans_profile(
     assert all("Cipare" not in str(c.params) for c in api.calls[before:])
     garbage = await curug.process(curug.user.callback_update(sukawana[-1], "o:xyz"))
     assert garbage == []
+
+
+async def test_a_big_workbook_is_written_alike_by_a_child_process(
+    registry_loaded: Core,
+    months: tuple[list[Planned], dict[str, int]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From SEPARATE_PROCESS_ROWS rows on, a child process writes the XML (on the other core):
+    the same parts, byte for byte, to a file or to a buffer."""
+    here = BytesIO()
+    alone = await export.export_xlsx(registry_loaded, MONTHS, here, None)
+    assert alone.writer_peak_mib is None
+    monkeypatch.setattr(export, "SEPARATE_PROCESS_ROWS", 1)
+    buffer = BytesIO()
+    child = await export.export_xlsx(registry_loaded, MONTHS, buffer, None)
+    path = tmp_path / "kmp.xlsx"
+    await export.export_xlsx(registry_loaded, MONTHS, path, None)
+    assert child.writer_peak_mib is not None
+    assert (child.rows, child.history_rows, child.obstacle_rows) == (
+        alone.rows,
+        alone.history_rows,
+        alone.obstacle_rows,
+    )
+
+    def parts(data: bytes) -> dict[str, bytes]:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            assert archive.testzip() is None
+            return {name: archive.read(name) for name in archive.namelist()}
+
+    expected = parts(here.getvalue())
+    assert parts(buffer.getvalue()) == expected
+    assert parts(path.read_bytes()) == expected
+    assert book(buffer.getvalue()).sheetnames == ["Laporan", "Kendala", "Riwayat"]

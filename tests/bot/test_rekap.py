@@ -4,6 +4,7 @@ kecamatan whatever the buttons say; charts are real PNGs."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections.abc import Callable
@@ -11,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from alembic.command import downgrade
+from sqlalchemy import event, func, select
 from telegram.ext import CommandHandler
 
 from bot import charts
@@ -22,6 +24,7 @@ from bot.laporan import BANTUAN, KENDALA, STATUS
 from bot.periods import Period
 from bot.rekap import Chart, NotAnOfficer, chart_view, latest_period, recap
 from handlers.local_api import LocalChat, SentMessage
+from storage.migrate import alembic_config, upgrade
 from storage.models import Kecamatan, Kelurahan, Koperasi, Report, ReportRevision
 from tests.bot.test_reminders import link, officer
 from tests.conftest import WIB, Chats
@@ -100,6 +103,7 @@ async def write_reports(core: Core) -> None:
                         first_submitted_at=at,
                         last_submitted_at=at,
                         late=late,
+                        **Report.counted(revisions[-1]),
                         revisions=[
                             ReportRevision(
                                 revision=number,
@@ -557,7 +561,8 @@ async def test_recap_queries_do_not_grow_with_the_cooperatives(
         found = await recap(registry_loaded, kota, OCTOBER)
         elapsed = time.perf_counter() - started
         selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-        assert len(selects) == 2
+        # The registry, then the reports grouped by status, and by each counted answer.
+        assert len(selects) == 5
         assert found.total == 67
         assert elapsed < 2.0
         statements.clear()
@@ -592,6 +597,7 @@ async def test_malformed_answers_count_as_nothing_chosen_on_both_databases(
                 last_submitted_at=datetime(2026, 12, 2, 9, tzinfo=WIB),
                 late=False,
             )
+            report.count_answers(given)
             session.add(report)
             await session.flush()
             session.add(
@@ -616,3 +622,55 @@ async def test_malformed_answers_count_as_nothing_chosen_on_both_databases(
         assert now.no_help == 4
         assert not now.solved
         assert dict(now.worse) == {"SDM": 1}
+
+
+async def test_the_migration_counts_the_reports_written_before_it_alike(
+    registry_loaded: Core, people: dict[str, LocalChat]
+) -> None:
+    """Migration 0010 fills the counted answers of every report from its current revision, with
+    the JSON paths the recap read before: the recaps are the same after it, malformed answers
+    included."""
+    core = registry_loaded
+    ids = await koperasi_ids(core)
+    november = Period(2026, 11)
+    odd: list[dict[str, Any]] = [
+        {"status_operasional": "rutin", "kendala": "MODAL", "kebutuhan_bantuan": 7},
+        {"status_operasional": 3, "kendala": ["MODAL", "MODAL", "XYZ"], "kendala_utama": 5},
+        {"kendala": ["PAHAM", "SDM"], "kendala_utama": "SDM", "kebutuhan_bantuan": None},
+        {"kendala": [], "kendala_teratasi": "MODAL", "kendala_memburuk": ["SDM", "SDM"]},
+    ]
+    async with core.db.transaction() as session:
+        for koperasi_id, given in zip(ids, odd, strict=False):
+            at = datetime(2026, 12, 2, 9, tzinfo=WIB)
+            report = Report(
+                koperasi_id=koperasi_id,
+                period=november.key,
+                current_revision=1,
+                first_submitted_at=at,
+                last_submitted_at=at,
+                late=False,
+                **Report.counted(given),
+            )
+            session.add(report)
+            await session.flush()
+            session.add(
+                ReportRevision(
+                    report_id=report.id,
+                    revision=1,
+                    answers=given,
+                    submitted_by_name="Uji",
+                    submitted_at=at,
+                )
+            )
+    kota = await actor(core, people["kota"])
+    before = [await recap(core, kota, p) for p in (SEPTEMBER, OCTOBER, november)]
+    url = core.settings.database_url
+    await core.db.engine.dispose()
+    # Alembic runs its own event loop: in a thread.
+    await asyncio.to_thread(downgrade, alembic_config(url), "0009")
+    await asyncio.to_thread(upgrade, url)
+    async with core.db.sessions() as session:
+        filled = await session.scalar(select(func.count()).where(Report.kendala.is_not(None)))
+    assert filled is not None
+    assert filled > 4
+    assert [await recap(core, kota, p) for p in (SEPTEMBER, OCTOBER, november)] == before
