@@ -360,6 +360,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_topic", "topic", "status"),
+        # WhatsApp's status callbacks find their row by the message id the channel gave.
+        Index("ix_outbox_external_message_id", "external_message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
