@@ -13,6 +13,7 @@ from storage.db import Database
 from storage.models import (
     BoardMember,
     ChatIdentity,
+    ChatPrompt,
     Jabatan,
     Kecamatan,
     Kelurahan,
@@ -55,6 +56,10 @@ class Actor:
     nama: str | None = None
     membership: Membership | None = None
     officer: OfficerScope | None = None
+    # False only when identify() saw no ChatPrompt row (a question asked outside a form) for
+    # the person: the text router then skips the handlers that answer one. True (look it up)
+    # for an actor built any other way.
+    prompt_waiting: bool = True
 
     @property
     def label(self) -> str:
@@ -90,6 +95,7 @@ _IDENTIFY = (
         Officer.can_broadcast,
         Officer.active,
         _OfficerKecamatan.nama,
+        ChatPrompt.id,
     )
     .select_from(ChatIdentity)
     .join(Person, Person.id == ChatIdentity.person_id)
@@ -100,6 +106,7 @@ _IDENTIFY = (
     .outerjoin(Kecamatan, Kecamatan.id == Kelurahan.kecamatan_id)
     .outerjoin(Officer, Officer.person_id == Person.id)
     .outerjoin(_OfficerKecamatan, _OfficerKecamatan.id == Officer.kecamatan_id)
+    .outerjoin(ChatPrompt, ChatPrompt.person_id == Person.id)  # unique person_id as well
     .where(
         ChatIdentity.channel == bindparam("channel"),
         ChatIdentity.external_id == bindparam("external_id"),
@@ -164,6 +171,7 @@ async def identify(
         can_broadcast,
         officer_active,
         officer_kecamatan,
+        prompt_id,
     ) = row
     if unreachable_at is not None:
         # They wrote to us, so they unblocked the bot: proactive messages may reach them again.
@@ -205,6 +213,7 @@ async def identify(
         nama=nama,
         membership=membership,
         officer=officer,
+        prompt_waiting=prompt_id is not None,
     )
 
 

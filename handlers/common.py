@@ -10,7 +10,16 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+    User,
+)
+from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ContextTypes, filters
 from telegram.warnings import PTBDeprecationWarning
@@ -79,6 +88,30 @@ async def call_api(call: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+async def _post(bot: Bot, endpoint: str, data: dict[str, Any]) -> None:
+    """One Bot API call whose answer is not used. PTB's `send_message` and `edit_message_text`
+    turn the answer (the message with its keyboard) back into a `Message`, which costs more CPU
+    than the rest of the call (docs/BENCHMARKS.md, figure 1); `Bot._post` is the step before
+    that: ExtBot's defaults and rate limiter, dropping None values, the request (HTTP, the
+    in-process Bot API, the WhatsApp bridge) and PTB's errors, as with the public methods.
+    (`do_api_request` would do the same but warns for every endpoint PTB has a method for.)
+    Defaults are only inserted for values left at DEFAULT_NONE, so callers set parse_mode
+    themselves, as the application's Defaults do (HTML)."""
+    await bot._post(endpoint, data)
+
+
+async def send_text(
+    bot: Bot, chat_id: int | str, text: str, markup: InlineKeyboardMarkup | None = None
+) -> None:
+    """sendMessage in HTML, as `bot.send_message` with the application's Defaults, without
+    parsing the sent message back."""
+    await _post(
+        bot,
+        "sendMessage",
+        {"chat_id": chat_id, "text": text, "parse_mode": ParseMode.HTML, "reply_markup": markup},
+    )
 
 
 async def chat_action(context: Context, chat_id: int, action: str) -> None:
@@ -171,9 +204,7 @@ async def reply(
     parts = split_message(text)
     for index, part in enumerate(parts):
         markup = keyboard(buttons) if index == len(parts) - 1 else None
-        await call_api(
-            partial(context.bot.send_message, chat_id=chat.id, text=part, reply_markup=markup)
-        )
+        await call_api(partial(send_text, context.bot, chat.id, part, markup))
 
 
 async def edit(
@@ -194,8 +225,26 @@ async def edit(
 async def edit_text(query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
     """Edit the pressed message; an edit that changes nothing (a press delivered twice, or a
     retried edit that had gone through) is no error."""
+    message = query.message
+    if query.inline_message_id or not isinstance(message, Message):
+        # PTB's own way: an inline message, or an inaccessible one (PTB raises TypeError).
+        call = partial(query.edit_message_text, text, reply_markup=markup)
+    else:
+        call = partial(
+            _post,
+            query.get_bot(),
+            "editMessageText",
+            {
+                "chat_id": message.chat_id,
+                "message_id": message.message_id,
+                "business_connection_id": message.business_connection_id,
+                "text": text,
+                "parse_mode": ParseMode.HTML,
+                "reply_markup": markup,
+            },
+        )
     try:
-        await call_api(partial(query.edit_message_text, text, reply_markup=markup))
+        await call_api(call)
     except BadRequest as exc:
         if "not modified" not in str(exc).lower():
             raise
@@ -224,10 +273,6 @@ async def show_replies(
         parts = split_message(item.text)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
-            await call_api(
-                partial(
-                    context.bot.send_message, chat.id, part, reply_markup=markup if last else None
-                )
-            )
+            await call_api(partial(send_text, context.bot, chat.id, part, markup if last else None))
     if query is not None and not answered:
         await answer_query(update)

@@ -20,7 +20,11 @@ async def text_answer(update: Update, context: Context) -> None:
     if await undangan.answer_text(update, context):
         return
     actor = await actor_of(update, context)
-    noted = await tangani.service(context).on_text(actor, message.text, message.message_id)
+    noted = (
+        await tangani.service(context).on_text(actor, message.text, message.message_id)
+        if actor.prompt_waiting  # an obstacle note waits in a ChatPrompt too
+        else None
+    )
     if noted is not None:
         await show_replies(update, context, noted)
         return

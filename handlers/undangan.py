@@ -36,6 +36,8 @@ async def answer_text(update: Update, context: Context) -> bool:
     assert message is not None
     assert message.text is not None
     actor = await actor_of(update, context)
+    if not actor.prompt_waiting:  # no question of ours waits: spare the transaction
+        return False
     replies = await rsvp.on_text(core_of(context), actor, message.text, message.message_id)
     if replies is None:
         return False

@@ -227,7 +227,10 @@ async def test_board_members_answer_and_the_officer_sees_who_comes(scene: Scene)
     assert scene.letter(siti).button_labels == RSVP_LABELS
 
     # Diwakilkan: the delegate's name, then the position; bad input is refused politely.
+    # (The actor says whether a question waits, so the text router can skip the check.)
+    assert not (await actor(scene.core, budi)).prompt_waiting
     (ask,) = await budi.press("Diwakilkan")
+    assert (await actor(scene.core, budi)).prompt_waiting
     assert "<b>nama lengkap</b> wakil" in ask.text
     assert "Contoh: <i>Ahmad Fauzi</i>" in ask.text
     too_long, again = await budi.send("Ahmad " * 40)
