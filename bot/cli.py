@@ -42,8 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
 
     inv = sub.add_parser("invite", help="create a single-use invite for a board member")
-    inv.add_argument("--coop", required=True, help="Kemendagri code, e.g. 36.73.04.1007")
-    inv.add_argument("--role", required=True, help="role code, e.g. bendahara (see `roles`)")
+    inv.add_argument("--coop", help="Kemendagri code, e.g. 36.73.04.1007")
+    inv.add_argument("--role", help="role code, e.g. bendahara (see `roles`)")
+    inv.add_argument(
+        "--same-as",
+        metavar="CHANNEL:ID",
+        help="instead of --coop/--role: add a chat on another channel to the board member "
+        "already linked at CHANNEL:ID (e.g. telegram:123456789 or whatsapp:6281234567890), "
+        "so they get each message once, where they last wrote",
+    )
     inv.add_argument("--title", help='the title as the cooperative uses it, e.g. "Ketua I"')
     inv.add_argument("--days", type=int, help="days until it expires (default INVITE_TTL_DAYS)")
     inv.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -312,15 +319,33 @@ async def _invite(core: Core, args: argparse.Namespace) -> int:
     if whatsapp and not core.settings.whatsapp_business_number:
         _err(core, "cli_invite_error", code="no_business_number")
         return 2
+    ttl = timedelta(days=args.days) if args.days else None
+    if bool(args.same_as) == bool(args.coop or args.role) or (
+        not args.same_as and not (args.coop and args.role)
+    ):
+        _err(core, "cli_invite_error", code="coop_or_same_as")
+        return 2
     try:
-        invite = await onboarding.create_invite(
-            core,
-            koperasi_kode=args.coop,
-            role=args.role,
-            judul=args.title,
-            created_by="cli:invite",
-            ttl=timedelta(days=args.days) if args.days else None,
-        )
+        if args.same_as:
+            channel, _, external_id = args.same_as.partition(":")
+            if channel not in ("telegram", "whatsapp") or not external_id.strip():
+                raise onboarding.InviteError("bad_same_as", args.same_as)
+            invite = await onboarding.create_channel_invite(
+                core,
+                channel=channel,
+                external_id=external_id.strip(),
+                created_by="cli:invite",
+                ttl=ttl,
+            )
+        else:
+            invite = await onboarding.create_invite(
+                core,
+                koperasi_kode=args.coop,
+                role=args.role,
+                judul=args.title,
+                created_by="cli:invite",
+                ttl=ttl,
+            )
     except onboarding.InviteError as exc:
         _err(core, "cli_invite_error", code=exc.code, value=exc.value)
         return 2

@@ -22,6 +22,7 @@ from bot.rsvp import RSVP_PROMPTS
 from storage.models import (
     AuditLog,
     BoardMember,
+    ChatIdentity,
     ChatPrompt,
     Invite,
     Jabatan,
@@ -127,6 +128,61 @@ async def create_invite(
         )
 
 
+async def create_channel_invite(
+    core: Core, *, channel: str, external_id: str, created_by: str, ttl: timedelta | None = None
+) -> NewInvite:
+    """An invite that adds a chat on another channel to the board member reached at
+    (`channel`, `external_id`): redeemed there, the new chat joins the same person (one board
+    member, one message per notice) instead of making a new one. Raises InviteError
+    ("not_linked") when nobody linked is reached there."""
+    now = core.clock.now()
+    async with core.db.transaction() as session:
+        actor = await identify(session, channel, external_id)
+        if actor.person_id is None or actor.membership is None:
+            raise InviteError("not_linked", f"{channel}:{external_id}")
+        member = await session.scalar(
+            select(BoardMember)
+            .where(BoardMember.person_id == actor.person_id)
+            .options(
+                selectinload(BoardMember.koperasi)
+                .selectinload(Koperasi.kelurahan)
+                .selectinload(Kelurahan.kecamatan),
+                selectinload(BoardMember.jabatan),
+            )
+        )
+        assert member is not None
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        invite = Invite(
+            code_hash=hash_code(code),
+            koperasi_id=member.koperasi_id,
+            jabatan_id=member.jabatan_id,
+            judul=member.judul,
+            created_at=now,
+            created_by=created_by,
+            expires_at=now + (ttl or core.settings.invite_ttl),
+            for_person_id=actor.person_id,
+        )
+        session.add(invite)
+        await session.flush()
+        audit.record(
+            session,
+            at=now,
+            action="invite.created",
+            actor_label=created_by,
+            koperasi_id=member.koperasi_id,
+            invite_id=invite.id,
+            jabatan=member.jabatan.kode,
+        )
+        return NewInvite(
+            code=code,
+            koperasi_kode=member.koperasi.kelurahan.kode,
+            koperasi_nama=member.koperasi.nama,
+            kecamatan=member.koperasi.kelurahan.kecamatan.nama,
+            jabatan=member.judul or member.jabatan.nama,
+            expires_at=invite.expires_at,
+        )
+
+
 class RedeemStatus(enum.StrEnum):
     LINKED = "linked"
     ALREADY_LINKED = "already_linked"
@@ -211,6 +267,8 @@ async def _redeem(
         return RedeemStatus.USED
     if invite.expires_at <= now:
         return RedeemStatus.EXPIRED
+    if invite.for_person_id is not None:
+        return await _add_chat(session, now, invite, channel, external_id, username)
     person = await get_or_create_person(
         session, channel, external_id, display_name, now=now, username=username
     )
@@ -238,6 +296,66 @@ async def _redeem(
         action="board.linked",
         actor_label=label,
         actor_person_id=person.id,
+        koperasi_id=invite.koperasi_id,
+        invite_id=invite.id,
+    )
+    return RedeemStatus.LINKED
+
+
+async def _add_chat(
+    session: AsyncSession,
+    now: datetime,
+    invite: Invite,
+    channel: str,
+    external_id: str,
+    username: str | None,
+) -> RedeemStatus:
+    """Join this chat to the invite's person (already a board member elsewhere on another
+    channel). A chat that has its own person without a cooperative is moved over."""
+    person_id = invite.for_person_id
+    member = await session.scalar(
+        select(BoardMember.id).where(
+            BoardMember.person_id == person_id, BoardMember.koperasi_id == invite.koperasi_id
+        )
+    )
+    if member is None:  # the person left the cooperative since: the invite means nothing now
+        return RedeemStatus.EXPIRED
+    claimed = await session.execute(
+        update(Invite)
+        .where(Invite.id == invite.id, Invite.used_at.is_(None))
+        .values(used_at=now, used_by_person_id=person_id)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return RedeemStatus.USED
+    identity_id = await session.scalar(
+        select(ChatIdentity.id).where(
+            ChatIdentity.channel == channel, ChatIdentity.external_id == external_id
+        )
+    )
+    if identity_id is not None:
+        await session.execute(
+            update(ChatIdentity)
+            .where(ChatIdentity.id == identity_id)
+            .values(person_id=person_id, last_seen_at=now)
+        )
+    else:
+        session.add(
+            ChatIdentity(
+                person_id=person_id,
+                channel=channel,
+                external_id=external_id,
+                username=username,
+                created_at=now,
+                last_seen_at=now,
+            )
+        )
+    await session.flush()
+    audit.record(
+        session,
+        at=now,
+        action="chat.added",
+        actor_label=f"{channel}:{external_id}",
+        actor_person_id=person_id,
         koperasi_id=invite.koperasi_id,
         invite_id=invite.id,
     )

@@ -217,6 +217,10 @@ class Invite(Base):
     used_by_person_id: Mapped[int | None] = mapped_column(
         ForeignKey("person.id", ondelete="SET NULL")
     )
+    # Set for an invite that adds a chat on another channel to this (already linked) person,
+    # instead of making a new board member. No foreign key: SQLite would have to rebuild the
+    # invite table, which board members refer to; redeeming checks the person still exists.
+    for_person_id: Mapped[int | None] = mapped_column(Integer)
 
     koperasi: Mapped[Koperasi] = relationship()
     jabatan: Mapped[Jabatan] = relationship()

@@ -5,6 +5,7 @@ the Cloud API's error codes, and the status callbacks officers see."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from handlers.transport import TelegramTransport
 from handlers.whatsapp.transport import WhatsAppTransport, template_family
 from handlers.whatsapp.webhook import WhatsAppServer
 from messages import TEMPLATE_DIR
-from storage.models import ChatIdentity, Kecamatan, OutboxMessage, OutboxStatus, Person
+from storage.models import BoardMember, ChatIdentity, Kecamatan, OutboxMessage, OutboxStatus, Person
 from tests.bot.test_cli import cli
 from tests.conftest import WIB, Chats
 from tests.fake_whatsapp import FakeWhatsApp
@@ -601,3 +602,79 @@ async def test_a_refused_token_fails_loudly_and_server_trouble_is_tried_again(
     assert row.status is OutboxStatus.FAILED
     assert "access token refused" in (row.last_error or "")
     assert any("WHATSAPP_ACCESS_TOKEN" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_telegram_board_member_adds_whatsapp_and_stays_one_person(
+    registry_loaded: Core,
+    app: Any,
+    api: LocalBotAPI,
+    chats: Chats,
+    clock: FixedClock,
+    wa: FakeWhatsApp,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """`invite --same-as telegram:ID --channel whatsapp` gives a wa.me link; "DAFTAR <code>"
+    sent from WhatsApp joins that chat to the same person (no second board member), and the
+    next notice reaches her once, on WhatsApp, where she wrote last."""
+    core = registry_loaded
+    clock.set(wib(30, 10, month=11))
+    siti_chat = await link(core, chats, "Siti")
+    siti = await person_of(core, siti_chat)
+    env = {**cli_env, "WHATSAPP_BUSINESS_NUMBER": "628112345678"}
+    both = cli("invite", "--same-as", "telegram:1", "--coop", SUKAWANA_CURUG, env=env, cwd=tmp_path)
+    assert both.returncode == 2
+    assert "--same-as" in both.stderr
+    nobody = cli("invite", "--same-as", "telegram:1", env=env, cwd=tmp_path)
+    assert nobody.returncode == 2
+    assert "telegram:1" in nobody.stderr
+    made = cli(
+        "invite",
+        "--same-as",
+        f"telegram:{siti_chat.user.user_id}",
+        "--channel",
+        "whatsapp",
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    code = json.loads(made.stdout.strip().splitlines()[-1])["code"]
+
+    clock.set(wib(30, 12, month=11))
+    whatsapp_app = build_whatsapp_application(core)
+    async with whatsapp_app:
+        server = WhatsAppServer(whatsapp_app, core)
+        port = free_port()
+        server.listen("127.0.0.1", port)
+        wa.forward_to(f"http://127.0.0.1:{port}/whatsapp")
+        try:
+            user = wa.user(SITI_WA, "Siti")
+            assert await asyncio.to_thread(user.send, f"DAFTAR {code}") == 200
+            (linked,) = wa.sent_to(SITI_WA)
+            assert "Akun Anda sudah terhubung sebagai *Bendahara*" in linked.text
+            # The code is used: another number cannot take it.
+            other = wa.user("6281234567999", "Orang lain")
+            assert await asyncio.to_thread(other.send, f"DAFTAR {code}") == 200
+        finally:
+            await server.stop()
+    async with core.db.sessions() as session:
+        identities = (
+            await session.execute(
+                select(ChatIdentity.channel, ChatIdentity.person_id).order_by(ChatIdentity.id)
+            )
+        ).all()
+        members = (await session.scalars(select(BoardMember.person_id))).all()
+    assert ("telegram", siti) in identities
+    assert ("whatsapp", siti) in identities
+    assert members == [siti]  # one board member; the other number linked nothing
+    assert wa.sent_to("6281234567999")  # and was told so
+
+    clock.set(wib(1, 9))
+    before = len(api.calls)
+    await reminders.tick(core)
+    await telegram_sender(core, app).drain()
+    await whatsapp_sender(core).drain()
+    assert sent_messages(api, siti_chat, before) == []
+    linked, opening = wa.sent_to(SITI_WA)
+    assert "sudah bisa diisi" in opening.text
