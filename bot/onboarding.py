@@ -97,34 +97,15 @@ async def create_invite(
         )
         if jabatan is None:
             raise InviteError("unknown_role", ", ".join(j.kode for j in roles))
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-        invite = Invite(
-            code_hash=hash_code(code),
-            koperasi_id=coop.id,
-            jabatan_id=jabatan.id,
-            judul=judul.strip() if judul and judul.strip() else None,
-            created_at=now,
-            created_by=created_by,
-            expires_at=now + (ttl or core.settings.invite_ttl),
-        )
-        session.add(invite)
-        await session.flush()
-        audit.record(
+        return await _store_invite(
+            core,
             session,
-            at=now,
-            action="invite.created",
-            actor_label=created_by,
-            koperasi_id=coop.id,
-            invite_id=invite.id,
-            jabatan=jabatan.kode,
-        )
-        return NewInvite(
-            code=code,
-            koperasi_kode=coop.kelurahan.kode,
-            koperasi_nama=coop.nama,
-            kecamatan=coop.kelurahan.kecamatan.nama,
-            jabatan=invite.judul or jabatan.nama,
-            expires_at=invite.expires_at,
+            now,
+            created_by,
+            ttl,
+            coop,
+            jabatan,
+            judul.strip() if judul and judul.strip() else None,
         )
 
 
@@ -151,36 +132,63 @@ async def create_channel_invite(
             )
         )
         assert member is not None
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-        invite = Invite(
-            code_hash=hash_code(code),
-            koperasi_id=member.koperasi_id,
-            jabatan_id=member.jabatan_id,
-            judul=member.judul,
-            created_at=now,
-            created_by=created_by,
-            expires_at=now + (ttl or core.settings.invite_ttl),
+        return await _store_invite(
+            core,
+            session,
+            now,
+            created_by,
+            ttl,
+            member.koperasi,
+            member.jabatan,
+            member.judul,
             for_person_id=actor.person_id,
         )
-        session.add(invite)
-        await session.flush()
-        audit.record(
-            session,
-            at=now,
-            action="invite.created",
-            actor_label=created_by,
-            koperasi_id=member.koperasi_id,
-            invite_id=invite.id,
-            jabatan=member.jabatan.kode,
-        )
-        return NewInvite(
-            code=code,
-            koperasi_kode=member.koperasi.kelurahan.kode,
-            koperasi_nama=member.koperasi.nama,
-            kecamatan=member.koperasi.kelurahan.kecamatan.nama,
-            jabatan=member.judul or member.jabatan.nama,
-            expires_at=invite.expires_at,
-        )
+
+
+async def _store_invite(
+    core: Core,
+    session: AsyncSession,
+    now: datetime,
+    created_by: str,
+    ttl: timedelta | None,
+    coop: Koperasi,
+    jabatan: Jabatan,
+    judul: str | None,
+    *,
+    for_person_id: int | None = None,
+) -> NewInvite:
+    """A new code for `coop` and `jabatan` (with its kelurahan and kecamatan loaded): only its
+    hash is stored, and the creation is audited."""
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    invite = Invite(
+        code_hash=hash_code(code),
+        koperasi_id=coop.id,
+        jabatan_id=jabatan.id,
+        judul=judul,
+        created_at=now,
+        created_by=created_by,
+        expires_at=now + (ttl or core.settings.invite_ttl),
+        for_person_id=for_person_id,
+    )
+    session.add(invite)
+    await session.flush()
+    audit.record(
+        session,
+        at=now,
+        action="invite.created",
+        actor_label=created_by,
+        koperasi_id=coop.id,
+        invite_id=invite.id,
+        jabatan=jabatan.kode,
+    )
+    return NewInvite(
+        code=code,
+        koperasi_kode=coop.kelurahan.kode,
+        koperasi_nama=coop.nama,
+        kecamatan=coop.kelurahan.kecamatan.nama,
+        jabatan=invite.judul or jabatan.nama,
+        expires_at=invite.expires_at,
+    )
 
 
 class RedeemStatus(enum.StrEnum):
