@@ -131,8 +131,38 @@ async def keluar_answer(update: Update, context: Context) -> None:
     await edit(update, context, "keluar_done", koperasi=actor.membership.koperasi_nama)
 
 
+async def whatsapp(update: Update, context: Context) -> None:
+    """/whatsapp: a linked board member gets a code (and a wa.me link with it typed in) that
+    joins their WhatsApp chat to this same account."""
+    core = core_of(context)
+    actor = await actor_of(update, context)
+    number = core.settings.whatsapp_business_number
+    if actor.channel != "telegram" or not core.settings.whatsapp_enabled or not number:
+        await reply(update, context, "wa_tautan", status="off")
+        return
+    if actor.membership is None:
+        await reply(update, context, "wa_tautan", status="not_linked")
+        return
+    invite = await onboarding.create_channel_invite(
+        core,
+        channel=actor.channel,
+        external_id=actor.external_id,
+        created_by=f"{actor.channel}:{actor.external_id}",
+    )
+    await reply(
+        update,
+        context,
+        "wa_tautan",
+        status="ok",
+        code=invite.code,
+        link=f"https://wa.me/{number}?text=DAFTAR%20{invite.code}",
+        sampai=invite.expires_at,
+    )
+
+
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:
     return [
+        CommandHandler("whatsapp", whatsapp, filters=PRIVATE),
         CommandHandler("start", start, filters=PRIVATE),
         CommandHandler(["bantuan", "help"], bantuan, filters=PRIVATE),
         CommandHandler("keluar", keluar, filters=PRIVATE),

@@ -64,6 +64,7 @@ def settings(database_url: str, wa: FakeWhatsApp) -> Settings:
         whatsapp_app_secret=wa.app_secret,
         whatsapp_verify_token=wa.verify_token,
         whatsapp_api_base_url=wa.base_url,
+        whatsapp_business_number="628112345678",
         _env_file=None,
     )
 
@@ -678,3 +679,26 @@ async def test_a_telegram_board_member_adds_whatsapp_and_stays_one_person(
     assert sent_messages(api, siti_chat, before) == []
     linked, opening = wa.sent_to(SITI_WA)
     assert "sudah bisa diisi" in opening.text
+
+
+async def test_whatsapp_in_telegram_gives_a_board_member_their_own_code(
+    registry_loaded: Core, chats: Chats
+) -> None:
+    core = registry_loaded
+    stranger = chats.user("Tamu", None)
+    (refused,) = await stranger.send("/whatsapp")
+    assert "belum terhubung dengan koperasi" in refused.text
+    siti_chat = await link(core, chats, "Siti")
+    siti = await person_of(core, siti_chat)
+    (answer,) = await siti_chat.send("/whatsapp")
+    assert "https://wa.me/628112345678?text=DAFTAR%20" in answer.text
+    code = answer.text.split("DAFTAR%20", 1)[1].split()[0]
+    linked = await onboarding.redeem_invite(
+        core, channel="whatsapp", external_id=SITI_WA, display_name="Siti", code=code
+    )
+    assert linked.status == onboarding.RedeemStatus.LINKED
+    assert linked.actor.person_id == siti
+    again = await onboarding.redeem_invite(
+        core, channel="whatsapp", external_id=BUDI_WA, display_name="Budi", code=code
+    )
+    assert again.status == onboarding.RedeemStatus.USED

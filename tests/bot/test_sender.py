@@ -281,7 +281,9 @@ async def test_pacing_keeps_the_global_rate_and_the_per_chat_interval(
         by_chat[call.chat_id or ""].append(call.at)
     for chat_id, texts in per_chat_texts(fake).items():
         assert texts == [f"{chat_id} pertama", f"{chat_id} kedua"]
-    assert all(later - first >= interval - 0.02 for first, later in by_chat.values())
+    # Arrival times are taken by the fake's thread: on a loaded machine the first of two can be
+    # read late. Without the per-chat pacing the two would be 1/30 s apart, not about 1 s.
+    assert all(later - first >= interval - 0.1 for first, later in by_chat.values())
 
 
 async def test_quiet_hours_rows_wait_for_the_sending_window(

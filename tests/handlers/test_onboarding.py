@@ -320,3 +320,13 @@ async def test_officers_get_their_own_command_menu(
     assert call.params["scope"] == {"type": "chat", "chat_id": chat.chat_id}
     commands = [c["command"] for c in call.params["commands"]]
     assert {"rekap", "panggil", "undangan", "jadwal"} <= set(commands)
+
+
+async def test_whatsapp_without_the_channel_set_up_is_explained(
+    registry_loaded: Core, chats: Chats
+) -> None:
+    chat = chats.user("Siti", None)
+    (answer,) = await chat.send("/whatsapp")
+    assert "Layanan WhatsApp belum tersedia" in answer.text
+    async with registry_loaded.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Invite)) == 0
