@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in ("init", "run", "simulate"):
         migrate.upgrade(settings.database_url)
     if command == "run" and settings.telegram_bot_token and not args.simulator:
-        from bot.app import StartupError, run_polling, run_webhook
+        from bot.app import run_polling, run_webhook
 
         if webhook:
             print(
@@ -196,47 +196,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 messages.render("wa_cli_run", listen=settings.whatsapp_listen, alone=False),
                 file=sys.stderr,
             )
-        try:
-            (run_webhook if webhook else run_polling)(Core.create(settings))
-        except StartupError as exc:
-            print(
-                messages.render(
-                    "cli_startup_error",
-                    code=exc.code,
-                    detail=exc.detail,
-                    url=settings.telegram_api_base_url,
-                ),
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        return _serve(
+            run_webhook if webhook else run_polling,
+            settings,
+            messages,
+            settings.telegram_api_base_url,
+        )
     if command == "run" and settings.whatsapp_enabled and not args.simulator and not webhook:
         # WhatsApp alone: no Telegram token, the WhatsApp settings given.
-        from bot.app import StartupError, run_whatsapp
+        from bot.app import run_whatsapp
 
         print(
             messages.render("wa_cli_run", listen=settings.whatsapp_listen, alone=True),
             file=sys.stderr,
         )
-        try:
-            run_whatsapp(Core.create(settings))
-        except StartupError as exc:
-            print(
-                messages.render(
-                    "cli_startup_error",
-                    code=exc.code,
-                    detail=exc.detail,
-                    url=settings.whatsapp_api_base_url,
-                ),
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        return _serve(run_whatsapp, settings, messages, settings.whatsapp_api_base_url)
     if command == "run":
         if not args.simulator:
             print(messages.render("cli_token_hint"), file=sys.stderr)
         command = "simulate"
     return asyncio.run(_async_main(command, args, settings))
+
+
+def _serve(
+    run: Callable[[Core], None], settings: Settings, messages: Messages, api_url: str
+) -> int:
+    """Run the bot with `run(core)` until it stops; a start-up failure is one line (exit 1)."""
+    from bot.app import StartupError
+
+    try:
+        run(Core.create(settings))
+    except StartupError as exc:
+        print(
+            messages.render("cli_startup_error", code=exc.code, detail=exc.detail, url=api_url),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _shown(settings: Settings) -> str:
