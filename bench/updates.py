@@ -325,7 +325,7 @@ async def measure(url: str, updates: int, koperasi: int, interleave: int) -> dic
             form_errors = errors.count
             statements = StatementCount(core)
             run, submitted = await play_forms(app, api, users, updates, interleave)
-            run.statements = statements.count
+            run.statements = statements.count + (core.db.direct.statements if core.db.direct else 0)
             form_errors = errors.count - form_errors
         async with core.db.sessions() as session:
             stored = int(await session.scalar(select(func.count(ReportRevision.id))) or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -130,10 +131,26 @@ SEEN_STEP = timedelta(minutes=5)
 async def lookup(
     db: Database, channel: str, external_id: str, *, now: datetime | None = None
 ) -> Actor:
-    """identify() on a connection of its own, for a caller that has no session open: the
-    handlers ask it at every update, and a bare connection costs less than an ORM session."""
-    async with db.engine.connect() as connection:
-        return await identify(connection, channel, external_id, now=now)
+    """identify() for a caller that has no session open: the handlers ask it at every update.
+    On SQLite it runs on the hot path's own connection (storage.direct), elsewhere on a bare
+    connection of the pool (either costs less than an ORM session)."""
+    direct = db.direct
+    if direct is None:
+        async with db.engine.connect() as connection:
+            return await identify(connection, channel, external_id, now=now)
+    row = await direct.first(_IDENTIFY, {"channel": channel, "external_id": external_id})
+    if row is None:
+        return Actor(channel=channel, external_id=external_id)
+    identity_id, unreachable_at, last_seen_at = row[:3]
+    if unreachable_at is not None:
+        await direct.execute(_REACHABLE_AGAIN, {"identity_id": identity_id})
+    if _seen_now(now, last_seen_at):
+        await direct.execute(_SEEN, {"identity_id": identity_id, "now": now})
+    return _actor(channel, external_id, row)
+
+
+def _seen_now(now: datetime | None, last_seen_at: datetime | None) -> bool:
+    return now is not None and (last_seen_at is None or now - last_seen_at >= SEEN_STEP)
 
 
 async def identify(
@@ -153,10 +170,31 @@ async def identify(
     ).first()
     if row is None:
         return Actor(channel=channel, external_id=external_id)
+    identity_id, unreachable_at, last_seen_at = row[:3]
+    if unreachable_at is not None:
+        # They wrote to us, so they unblocked the bot: proactive messages may reach them again.
+        if isinstance(session, AsyncSession):
+            # Through the session, so a ChatIdentity it holds does not keep the old value.
+            await session.execute(
+                _REACHABLE_AGAIN,
+                {"identity_id": identity_id},
+                execution_options={"synchronize_session": "fetch"},
+            )
+        else:
+            await connection.execute(_REACHABLE_AGAIN, {"identity_id": identity_id})
+        await session.commit()
+    if _seen_now(now, last_seen_at):
+        await connection.execute(_SEEN, {"identity_id": identity_id, "now": now})
+        await session.commit()
+    return _actor(channel, external_id, tuple(row))
+
+
+def _actor(channel: str, external_id: str, row: tuple[Any, ...]) -> Actor:
+    """The actor of an _IDENTIFY row."""
     (
-        identity_id,
-        unreachable_at,
-        last_seen_at,
+        _identity_id,
+        _unreachable_at,
+        _last_seen_at,
         person_id,
         nama,
         koperasi_id,
@@ -173,21 +211,6 @@ async def identify(
         officer_kecamatan,
         prompt_id,
     ) = row
-    if unreachable_at is not None:
-        # They wrote to us, so they unblocked the bot: proactive messages may reach them again.
-        if isinstance(session, AsyncSession):
-            # Through the session, so a ChatIdentity it holds does not keep the old value.
-            await session.execute(
-                _REACHABLE_AGAIN,
-                {"identity_id": identity_id},
-                execution_options={"synchronize_session": "fetch"},
-            )
-        else:
-            await connection.execute(_REACHABLE_AGAIN, {"identity_id": identity_id})
-        await session.commit()
-    if now is not None and (last_seen_at is None or now - last_seen_at >= SEEN_STEP):
-        await connection.execute(_SEEN, {"identity_id": identity_id, "now": now})
-        await session.commit()
     membership = None
     if koperasi_id is not None:
         membership = Membership(

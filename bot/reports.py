@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from functools import cache, lru_cache
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from babel.numbers import format_decimal
-from sqlalchemy import Select, bindparam, inspect, select
+from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot import audit
@@ -34,6 +34,7 @@ from bot.outbox import Outgoing, cancel_topic, enqueue
 from bot.periods import Period, default_period, open_periods, parse_period
 from bot.replies import Buttons, Reply
 from messages import Messages, rupiah
+from storage.direct import Direct
 from storage.models import (
     ChatIdentity,
     Kelurahan,
@@ -125,30 +126,145 @@ def _last_answers(koperasi_id: Any, period: Any) -> Select[tuple[dict[str, Any]]
     )
 
 
+@dataclass
+class Draft:
+    """A report being filled in (a `report_draft` row) as a plain object: a step reads it with
+    one SELECT, changes it and writes it back with one UPDATE checked against its version. The
+    ORM's unit of work (identity map, change tracking, flush) cost more than the rest of the
+    step; the ORM model `ReportDraft` is still the table's definition and is used where a draft
+    is not on the path of every answer (expiry)."""
+
+    id: int
+    person_id: int
+    koperasi_id: int
+    period: str
+    answers: dict[str, Any]
+    current_field: str | None
+    pending: dict[str, Any] | None
+    revising: bool
+    last_message_id: int | None
+    version: int
+    started_at: datetime
+    updated_at: datetime
+    deleted: bool = field(default=False, compare=False)
+
+
+class _Stale(Exception):
+    """The draft changed (or went) since this step read it: nothing of the step is kept."""
+
+
+_T = cast(Table, ReportDraft.__table__)
+_COLUMNS = tuple(_T.c[f.name] for f in fields(Draft) if f.name != "deleted")
+# What a step may change, written back with the version moved on.
+_CHANGES = ("answers", "current_field", "pending", "last_message_id", "updated_at")
+
 # Statements run at every answer, built once (building one costs more than running it on
 # SQLite); index True is the PostgreSQL form, which locks the draft row.
 _LAST_ANSWERS = _last_answers(bindparam("koperasi_id"), bindparam("period"))
-_DRAFT_BY_PERSON = select(ReportDraft).where(ReportDraft.person_id == bindparam("person_id"))
-_DRAFT = (_DRAFT_BY_PERSON, _DRAFT_BY_PERSON.with_for_update(of=ReportDraft))
-_DRAFT_LAST = (
-    _last_answers(ReportDraft.koperasi_id, ReportDraft.period)
-    .correlate(ReportDraft)
-    .scalar_subquery()
-)
+_DRAFT_BY_PERSON = select(*_COLUMNS).where(_T.c.person_id == bindparam("person_id"))
+_DRAFT = (_DRAFT_BY_PERSON, _DRAFT_BY_PERSON.with_for_update(of=_T))
+_DRAFT_LAST = _last_answers(_T.c.koperasi_id, _T.c.period).correlate(_T).scalar_subquery()
 _DRAFT_WITH_LAST = (
     _DRAFT_BY_PERSON.add_columns(_DRAFT_LAST),
-    _DRAFT_BY_PERSON.add_columns(_DRAFT_LAST).with_for_update(of=ReportDraft),
+    _DRAFT_BY_PERSON.add_columns(_DRAFT_LAST).with_for_update(of=_T),
 )
+_THIS_VERSION = (_T.c.id == bindparam("draft_id")) & (_T.c.version == bindparam("old_version"))
+_DRAFT_WRITE = (
+    update(_T)
+    .where(_THIS_VERSION)
+    .values(
+        {
+            **{_T.c[name]: bindparam(f"new_{name}", type_=_T.c[name].type) for name in _CHANGES},
+            _T.c.version: _T.c.version + 1,
+        }
+    )
+)
+_DRAFT_DELETE = delete(_T).where(_THIS_VERSION)
+_DRAFT_INSERT = insert(_T)
 
 
-@dataclass(frozen=True)
+def _draft_of(row: Any) -> Draft:
+    return Draft(*row[: len(_COLUMNS)])
+
+
+class _NeedsTransaction(Exception):
+    """A step on SQLite's hot path wants to write more than the draft (submitting): it is done
+    again, whole, in a transaction (nothing was written before this is raised)."""
+
+
+class _Drafts:
+    """Where a step reads and writes its draft: a connection in a transaction of the engine."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def first(self, query: Any, person_id: int | None) -> Any:
+        return (await self.connection.execute(query, {"person_id": person_id})).first()
+
+    async def run(self, statement: Any, values: dict[str, Any]) -> int:
+        return (await self.connection.execute(statement, values)).rowcount
+
+    async def write(self, draft: Draft) -> None:
+        """The draft's changes, one UPDATE; _Stale when another step changed it first."""
+        values = {f"new_{name}": getattr(draft, name) for name in _CHANGES}
+        changed = await self.run(
+            _DRAFT_WRITE, {"draft_id": draft.id, "old_version": draft.version, **values}
+        )
+        if changed != 1:
+            raise _Stale
+        draft.version += 1
+
+    async def delete(self, draft: Draft) -> None:
+        changed = await self.run(
+            _DRAFT_DELETE, {"draft_id": draft.id, "old_version": draft.version}
+        )
+        if changed != 1:
+            raise _Stale
+        draft.deleted = True
+
+    async def orm(self) -> AsyncSession:
+        """An ORM session on the same connection and transaction."""
+        return AsyncSession(bind=self.connection, expire_on_commit=False)
+
+
+class _DirectDrafts(_Drafts):
+    """SQLite's hot path (storage.direct): each statement commits by itself, which is enough
+    for a step that writes only its draft (the UPDATE checks the version)."""
+
+    def __init__(self, direct: Direct) -> None:
+        self.direct = direct
+
+    async def first(self, query: Any, person_id: int | None) -> Any:
+        return await self.direct.first(query, {"person_id": person_id})
+
+    async def run(self, statement: Any, values: dict[str, Any]) -> int:
+        return await self.direct.execute(statement, values)
+
+    async def orm(self) -> AsyncSession:
+        raise _NeedsTransaction
+
+
+@dataclass
 class _Context:
-    """What a step needs besides the draft: who, which cooperative, and last month's answers."""
+    """What a step needs besides the draft: where the draft is written, who, which
+    cooperative, and last month's answers. `orm()` gives an ORM session in the step's
+    transaction, made only when a step needs one (submitting)."""
 
-    session: AsyncSession
+    drafts: _Drafts
     actor: Actor
     koperasi_nama: str
     last: dict[str, Any]
+    session: AsyncSession | None = None
+
+    async def orm(self) -> AsyncSession:
+        if self.session is None:
+            self.session = await self.drafts.orm()
+        return self.session
+
+    async def finish(self) -> None:
+        """Flush what the ORM session holds (the step's transaction commits it)."""
+        if self.session is not None:
+            await self.session.flush()
 
 
 class ReportService:
@@ -184,11 +300,13 @@ class ReportService:
         replies: list[Reply] = []
         try:
             async with self.core.db.transaction() as session:
-                draft = await self._draft(session, actor, replies)
+                drafts = _Drafts(await session.connection())
+                draft = await self._draft(drafts, actor, replies)
                 if draft is not None and (period_text is None or draft.period == period.key):
                     ctx = await self._context(session, actor, Period.parse_key(draft.period))
                     replies.append(self._reply("lapor_lanjut", periode=self._name(draft.period)))
                     replies.extend(self._ask(draft, ctx))
+                    await drafts.write(draft)
                     return replies
                 if draft is not None:
                     replies.append(self._reply("lapor_draf_lain", periode=self._name(draft.period)))
@@ -197,9 +315,12 @@ class ReportService:
                 replies.append(intro)
                 ctx = await self._context(session, actor, period)
                 replies.extend(self._ask(draft, ctx))
+                await drafts.write(draft)
         except IntegrityError:
             # Two /lapor at once from one person: the other one made the draft; show it.
             return await self.start(actor, period_text)
+        except _Stale:
+            return [self._reply("laporan_sibuk")]
         return replies
 
     async def on_text(self, actor: Actor, text: str, message_id: int) -> list[Reply] | None:
@@ -219,8 +340,8 @@ class ReportService:
     async def cancel(self, actor: Actor) -> list[Reply]:
         if actor.person_id is None:
             return [self._reply("batal_kosong")]
-        async with self.core.db.transaction() as session:
-            draft = await self._draft(session, actor, [])
+        async with self.core.db.engine.begin() as connection:
+            draft = await self._draft(_Drafts(connection), actor, [])
             if draft is None:
                 return [self._reply("batal_kosong")]
             return self._cancel_buttons(draft)
@@ -290,62 +411,93 @@ class ReportService:
         handle: Any,
         draft_id: int | None,
     ) -> list[Reply] | None:
-        replies: list[Reply] = []
         try:
-            async with self.core.db.transaction() as session:
-                # The draft and last month's answers in one round trip; the answer itself is
-                # then one UPDATE checked against the draft's version at commit.
-                found = await self._draft(session, actor, replies, with_last=True)
-                if found is None:
-                    return replies or None
-                draft, last = found
-                if draft_id is not None and draft.id != draft_id:
-                    return replies or None
-                if message_id is not None:
-                    # Telegram may deliver one message twice; the second changes nothing.
-                    if draft.last_message_id is not None and message_id <= draft.last_message_id:
-                        return []
-                    draft.last_message_id = message_id
-                assert actor.membership is not None
-                ctx = _Context(session, actor, actor.membership.koperasi_nama, dict(last or {}))
-                replies.extend(await handle(draft, ctx))
-                if not inspect(draft).was_deleted:  # submitted or discarded drafts are gone
-                    draft.updated_at = self.core.clock.now()
-        except StaleDataError:
+            direct = self.core.db.direct
+            if direct is not None:
+                try:
+                    return await self._step_in(
+                        _DirectDrafts(direct), actor, message_id, handle, draft_id
+                    )
+                except _NeedsTransaction:
+                    pass  # submitting: the same step again, in a transaction
+            # A bare connection, no ORM session unless the step asks for one.
+            async with self.core.db.engine.begin() as connection:
+                return await self._step_in(_Drafts(connection), actor, message_id, handle, draft_id)
+        except (_Stale, StaleDataError):
             return [self._reply("laporan_sibuk")]
+
+    async def _step_in(
+        self,
+        drafts: _Drafts,
+        actor: Actor,
+        message_id: int | None,
+        handle: Any,
+        draft_id: int | None,
+    ) -> list[Reply] | None:
+        """One step: the draft and last month's answers in one SELECT, the answer one UPDATE
+        checked against the draft's version."""
+        replies: list[Reply] = []
+        found = await self._draft(drafts, actor, replies, with_last=True)
+        if found is None:
+            return replies or None
+        draft, last = found
+        if draft_id is not None and draft.id != draft_id:
+            return replies or None
+        if message_id is not None:
+            # Telegram may deliver one message twice; the second changes nothing.
+            if draft.last_message_id is not None and message_id <= draft.last_message_id:
+                return []
+            draft.last_message_id = message_id
+        assert actor.membership is not None
+        ctx = _Context(drafts, actor, actor.membership.koperasi_nama, dict(last or {}))
+        replies.extend(await handle(draft, ctx))
+        await ctx.finish()
+        if not draft.deleted:  # submitted or discarded drafts are gone
+            draft.updated_at = self.core.clock.now()
+            await drafts.write(draft)
         return replies
 
     @overload
     async def _draft(
         self,
-        session: AsyncSession,
+        drafts: _Drafts,
         actor: Actor,
         replies: list[Reply],
         *,
         with_last: Literal[False] = False,
-    ) -> ReportDraft | None: ...
+    ) -> Draft | None: ...
 
     @overload
     async def _draft(
-        self, session: AsyncSession, actor: Actor, replies: list[Reply], *, with_last: Literal[True]
-    ) -> tuple[ReportDraft, dict[str, Any] | None] | None: ...
+        self,
+        drafts: _Drafts,
+        actor: Actor,
+        replies: list[Reply],
+        *,
+        with_last: Literal[True],
+    ) -> tuple[Draft, dict[str, Any] | None] | None: ...
 
     async def _draft(
-        self, session: AsyncSession, actor: Actor, replies: list[Reply], *, with_last: bool = False
-    ) -> ReportDraft | tuple[ReportDraft, dict[str, Any] | None] | None:
+        self,
+        drafts: _Drafts,
+        actor: Actor,
+        replies: list[Reply],
+        *,
+        with_last: bool = False,
+    ) -> Draft | tuple[Draft, dict[str, Any] | None] | None:
         """The person's draft (locked on PostgreSQL), or None when there is none or it may no
         longer be used (then it is deleted). `with_last` also brings the answers of the
         cooperative's latest report before the draft's period (see _context)."""
-        locked = self.core.db.dialect == "postgresql"
+        locked = self.core.db.dialect == "postgresql" and not isinstance(drafts, _DirectDrafts)
         query = _DRAFT_WITH_LAST[locked] if with_last else _DRAFT[locked]
-        row = (await session.execute(query, {"person_id": actor.person_id})).first()
+        row = await drafts.first(query, actor.person_id)
         if row is None:
             return None
-        draft: ReportDraft = row[0]
+        draft = _draft_of(row)
         membership = actor.membership
         ttl = timedelta(days=self.core.settings.draft_ttl_days)
         if membership is None or draft.koperasi_id != membership.koperasi_id:
-            await session.delete(draft)  # the person left or moved; the draft is not theirs now
+            await drafts.delete(draft)  # the person left or moved; it is not theirs now
             return None
         if draft.updated_at < self.core.clock.now() - ttl:
             replies.append(
@@ -355,10 +507,9 @@ class ReportService:
                     hari=self.core.settings.draft_ttl_days,
                 )
             )
-            await session.delete(draft)
-            await session.flush()
+            await drafts.delete(draft)
             return None
-        return (draft, row[1]) if with_last else draft
+        return (draft, row[-1]) if with_last else draft
 
     async def _context(self, session: AsyncSession, actor: Actor, period: Period) -> _Context:
         """What a step needs; `last` is the cooperative's latest report before `period`."""
@@ -366,7 +517,13 @@ class ReportService:
         last = await session.scalar(
             _LAST_ANSWERS, {"koperasi_id": actor.membership.koperasi_id, "period": period.key}
         )
-        return _Context(session, actor, actor.membership.koperasi_nama, dict(last or {}))
+        return _Context(
+            _Drafts(await session.connection()),
+            actor,
+            actor.membership.koperasi_nama,
+            dict(last or {}),
+            session,
+        )
 
     async def _new_draft(
         self,
@@ -375,7 +532,7 @@ class ReportService:
         period: Period,
         opened: list[Period],
         now: datetime,
-    ) -> tuple[ReportDraft, Reply]:
+    ) -> tuple[Draft, Reply]:
         assert actor.membership is not None
         report = await self._report(session, actor.membership.koperasi_id, period)
         current = None
@@ -401,19 +558,24 @@ class ReportService:
             actor.membership.koperasi_id,
             [k for k in answers.get("kendala_lalu", []) if k != "NIHIL"],
         )
-        draft = ReportDraft(
-            person_id=actor.person_id,
-            koperasi_id=actor.membership.koperasi_id,
-            period=period.key,
-            answers=answers,
-            current_field=None,
-            pending=None,
-            revising=current is not None,
-            started_at=now,
-            updated_at=now,
-        )
-        session.add(draft)
-        await session.flush()
+        assert actor.person_id is not None
+        values: dict[str, Any] = {
+            "person_id": actor.person_id,
+            "koperasi_id": actor.membership.koperasi_id,
+            "period": period.key,
+            "answers": answers,
+            "current_field": None,
+            "pending": None,
+            "revising": current is not None,
+            "last_message_id": None,
+            "version": 1,
+            "started_at": now,
+            "updated_at": now,
+        }
+        connection = await session.connection()
+        key = (await connection.execute(_DRAFT_INSERT, values)).inserted_primary_key
+        assert key is not None
+        draft = Draft(id=key[0], **values)
         others = [p.name(self.m.language) for p in opened if p != period]
         intro = self._reply(
             "lapor_mulai",
@@ -451,7 +613,7 @@ class ReportService:
         )
 
     # Asking ------------------------------------------------------------------------------------
-    def _ask(self, draft: ReportDraft, ctx: _Context) -> list[Reply]:
+    def _ask(self, draft: Draft, ctx: _Context) -> list[Reply]:
         """The next question, or the review screen when every question is answered."""
         answers = draft.answers
         f = self.form.next_field(answers)
@@ -468,7 +630,7 @@ class ReportService:
             draft.pending = None
         return [self._question(draft, f, ctx)]
 
-    def _question(self, draft: ReportDraft, f: Field, ctx: _Context) -> Reply:
+    def _question(self, draft: Draft, f: Field, ctx: _Context) -> Reply:
         answers = draft.answers
         number, total = self.form.position(f.id, answers)
         previous = None
@@ -485,7 +647,7 @@ class ReportService:
         )
         return Reply(text, self._question_buttons(draft, f, ctx))
 
-    def _question_buttons(self, draft: ReportDraft, f: Field, ctx: _Context) -> Buttons:
+    def _question_buttons(self, draft: Draft, f: Field, ctx: _Context) -> Buttons:
         answers = draft.answers
         prefix = f"{draft.id}:"
         rows: Buttons = []
@@ -521,7 +683,7 @@ class ReportService:
             rows.append([(self.m.render("btn_sama"), f"{prefix}s:{f.id}")])
         return rows
 
-    def _review(self, draft: ReportDraft, ctx: _Context) -> Reply:
+    def _review(self, draft: Draft, ctx: _Context) -> Reply:
         answers = self.form.clean(draft.answers)
         rows = [
             {"label": field_label(self.m, f.id), "value": format_value(self.m, f, answers[f.id])}
@@ -552,7 +714,7 @@ class ReportService:
         )
         return Reply(text, replace=True)
 
-    def _store(self, draft: ReportDraft, f: Field, value: Any) -> None:
+    def _store(self, draft: Draft, f: Field, value: Any) -> None:
         answers = dict(draft.answers)
         answers[f.id] = value
         # Answers that no longer apply (e.g. units after "belum beroperasi") are dropped, so a
@@ -560,7 +722,7 @@ class ReportService:
         draft.answers = self.form.clean(answers)
         draft.pending = None
 
-    def _accept(self, draft: ReportDraft, ctx: _Context, f: Field, result: Accepted) -> list[Reply]:
+    def _accept(self, draft: Draft, ctx: _Context, f: Field, result: Accepted) -> list[Reply]:
         if result.confirm:
             draft.pending = {"value": result.value, "confirm": list(result.confirm)}
             last = ctx.last.get(f.id)
@@ -581,9 +743,7 @@ class ReportService:
         self._store(draft, f, result.value)
         return self._ask(draft, ctx)
 
-    def _invalid(
-        self, draft: ReportDraft, f: Field, ctx: _Context, invalid: Invalid
-    ) -> list[Reply]:
+    def _invalid(self, draft: Draft, f: Field, ctx: _Context, invalid: Invalid) -> list[Reply]:
         values = dict(invalid.values)
         if "field" in values:
             values["label"] = field_label(self.m, values["field"])
@@ -592,7 +752,7 @@ class ReportService:
             self._question(draft, f, ctx),
         ]
 
-    async def _typed(self, draft: ReportDraft, ctx: _Context, text: str) -> list[Reply]:
+    async def _typed(self, draft: Draft, ctx: _Context, text: str) -> list[Reply]:
         if draft.current_field is None:
             return [self._reply("tinjau_petunjuk"), self._review(draft, ctx)]
         f = self.form.field(draft.current_field)
@@ -610,7 +770,7 @@ class ReportService:
             return self._invalid(draft, f, ctx, result)
         return self._accept(draft, ctx, f, result)
 
-    async def _photo(self, draft: ReportDraft, ctx: _Context, file_id: str) -> list[Reply]:
+    async def _photo(self, draft: Draft, ctx: _Context, file_id: str) -> list[Reply]:
         f = self.form.field(draft.current_field) if draft.current_field else None
         if f is None or f.kind is not Kind.PHOTO:
             return [self._reply("jawaban_salah", code="not_photo_now"), *self._ask(draft, ctx)]
@@ -628,7 +788,7 @@ class ReportService:
             )
         ]
 
-    async def _action(self, draft: ReportDraft, ctx: _Context, action: str) -> list[Reply]:
+    async def _action(self, draft: Draft, ctx: _Context, action: str) -> list[Reply]:
         verb, _, rest = action.partition(":")
         field_id, _, option = rest.partition(":")
         if verb in ("send", "edit", "cancel", "cy", "cn", "e"):
@@ -679,13 +839,12 @@ class ReportService:
         return [self._reply("stale_button", alert=True)]
 
     async def _review_action(
-        self, draft: ReportDraft, ctx: _Context, verb: str, field_id: str
+        self, draft: Draft, ctx: _Context, verb: str, field_id: str
     ) -> list[Reply]:
         if verb == "cancel":
             return self._cancel_buttons(draft)
         if verb == "cy":
-            await ctx.session.delete(draft)
-            await ctx.session.flush()
+            await ctx.drafts.delete(draft)
             return [
                 Reply(
                     self.m.render("batal_selesai", periode=self._name(draft.period)), replace=True
@@ -714,7 +873,7 @@ class ReportService:
             return await self._submit(draft, ctx)
         return [self._reply("stale_button", alert=True)]
 
-    def _cancel_buttons(self, draft: ReportDraft) -> list[Reply]:
+    def _cancel_buttons(self, draft: Draft) -> list[Reply]:
         return [
             self._reply(
                 "batal_konfirmasi",
@@ -728,10 +887,10 @@ class ReportService:
             )
         ]
 
-    async def _submit(self, draft: ReportDraft, ctx: _Context) -> list[Reply]:
+    async def _submit(self, draft: Draft, ctx: _Context) -> list[Reply]:
         if self.form.next_field(draft.answers) is not None:
             return self._ask(draft, ctx)
-        session = ctx.session
+        session = await ctx.orm()
         actor = ctx.actor
         assert actor.membership is not None
         now = self.core.clock.now()
@@ -779,7 +938,7 @@ class ReportService:
             revision=report.current_revision,
             late=late,
         )
-        await session.delete(draft)
+        await ctx.drafts.delete(draft)
         # Reminders queued for this report but not sent yet are no longer meaningful.
         await cancel_topic(session, report_topic(period, draft.koperasi_id))
         await session.flush()

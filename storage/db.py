@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, make_url
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+if TYPE_CHECKING:
+    from storage.direct import Direct
 
 _T = TypeVar("_T")
 
@@ -34,15 +37,23 @@ BUSY_TIMEOUT_MS = 10_000
 _SQLITE_BUSY = 5  # the primary result code; extended codes keep it in the low byte
 
 
+def sqlite_pragmas(*, inline: bool) -> tuple[str, ...]:
+    """Every SQLite connection's settings. WAL lets readers work while one writer commits;
+    busy_timeout waits instead of failing (the inline driver waits in a thread instead, see
+    InlineSqlite)."""
+    return (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={0 if inline else BUSY_TIMEOUT_MS}",
+    )
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     inline = isinstance(getattr(dbapi_connection, "_connection", None), InlineSqlite)
     cursor = dbapi_connection.cursor()
-    # WAL lets readers work while one writer commits; busy_timeout waits instead of failing
-    # (the inline driver waits in a thread instead, see InlineSqlite).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={0 if inline else BUSY_TIMEOUT_MS}")
+    for pragma in sqlite_pragmas(inline=inline):
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -75,6 +86,11 @@ class InlineSqlite:
     async def connect(cls, database: str, **kwargs: Any) -> InlineSqlite:
         kwargs.update(timeout=0, check_same_thread=False)
         return cls(sqlite3.connect(database, **kwargs))
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        """The sqlite3 connection (storage.direct runs its statements on it)."""
+        return self._conn
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -238,6 +254,15 @@ class Database:
         # On SQLite, every unit of work runs in the event loop's thread (see InlineSqlite).
         self.engine = create_engine(url, **engine_kwargs)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The hot path's own connection (storage.direct): SQLite files with the inline driver.
+        self.direct: Direct | None = None
+        inline = engine_kwargs.get("sqlite_inline", True) and not (
+            {"creator", "async_creator"} & engine_kwargs.keys()
+        )
+        if self.dialect == "sqlite" and inline and _sqlite_file(url) is not None:
+            from storage.direct import Direct  # it builds on this module
+
+            self.direct = Direct(url)
 
     @property
     def dialect(self) -> str:
@@ -250,4 +275,6 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
         await self.engine.dispose()

@@ -37,6 +37,7 @@ from bot.ops import (
 )
 from bot.reports import ReportService
 from handlers.local_api import LocalBotAPI, LocalChat, SentMessage
+from storage.direct import Direct
 from storage.models import AuditLog, OutboxMessage, Report, ReportDraft, ReportRevision
 from tests.bot.test_reminders import link
 from tests.conftest import WIB, Chats
@@ -232,19 +233,24 @@ def test_incident_ids_and_error_classes() -> None:
 
 @asynccontextmanager
 async def database_away(core: Core, tmp_path: Path) -> AsyncIterator[None]:
-    """Every new session of the core goes to a database that cannot be reached (SQLite: a file
-    in a directory that does not exist; PostgreSQL: a port nobody listens on)."""
+    """Every new session and connection of the core goes to a database that cannot be reached
+    (SQLite: a file in a directory that does not exist; PostgreSQL: a port nobody listens on)."""
     if core.db.dialect == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'koperasi.db'}"
     else:
         url = "postgresql+asyncpg://postgres@127.0.0.1:1/koperasi"
     engine = create_async_engine(url)
-    saved = core.db.sessions
+    saved = core.db.engine, core.db.sessions, core.db.direct
+    core.db.engine = engine
     core.db.sessions = async_sessionmaker(engine, expire_on_commit=False)
+    # SQLite's hot path (storage.direct) has a connection of its own.
+    core.db.direct = Direct(url) if core.db.direct is not None else None
     try:
         yield
     finally:
-        core.db.sessions = saved
+        if core.db.direct is not None:
+            core.db.direct.close()
+        core.db.engine, core.db.sessions, core.db.direct = saved
         await engine.dispose()
 
 
