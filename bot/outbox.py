@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.config import Settings
 from bot.replies import Buttons
@@ -215,7 +215,7 @@ async def enqueue(session: AsyncSession, items: Sequence[Outgoing], now: datetim
 
 
 async def cancel_topic(
-    session: AsyncSession, topic: str, kinds: Sequence[str] | None = None
+    session: AsyncSession | AsyncConnection, topic: str, kinds: Sequence[str] | None = None
 ) -> int:
     """Cancel the pending messages about `topic` (of `kinds`, or all): no longer meaningful."""
     conditions = [OutboxMessage.topic == topic, OutboxMessage.status == OutboxStatus.PENDING]

@@ -10,7 +10,7 @@ from typing import Any, Literal, cast, overload
 from babel.numbers import format_decimal
 from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.exc import StaleDataError
 
 from bot import audit
@@ -182,6 +182,36 @@ _DRAFT_WRITE = (
 _DRAFT_DELETE = delete(_T).where(_THIS_VERSION)
 _DRAFT_INSERT = insert(_T)
 
+# Starting and submitting: the current revision of a cooperative's report for a period, the
+# report itself, and the writes of a submission (Core statements on the step's connection).
+_REPORT_KEY = (Report.koperasi_id == bindparam("koperasi_id")) & (
+    Report.period == bindparam("period")
+)
+_CURRENT = (
+    select(ReportRevision.answers, ReportRevision.submitted_by_name, ReportRevision.submitted_at)
+    .join(Report, Report.id == ReportRevision.report_id)
+    .where(_REPORT_KEY, ReportRevision.revision == Report.current_revision)
+)
+_CURRENT_ANSWERS = _CURRENT.with_only_columns(ReportRevision.answers)
+_REPORT_OF = select(Report.id, Report.current_revision).where(_REPORT_KEY)
+_REPORT_INSERT = insert(Report)
+_REPORT_REVISED = (
+    update(Report)
+    .where(Report.id == bindparam("report_id"))
+    .values(
+        {
+            Report.__table__.c[name]: bindparam(f"new_{name}", type_=Report.__table__.c[name].type)
+            for name in ("current_revision", "last_submitted_at", *Report.COUNTED)
+        }
+    )
+)
+_REVISION_INSERT = insert(ReportRevision)
+_KELURAHAN_KODE = (
+    select(Kelurahan.kode)
+    .join(Koperasi, Koperasi.kelurahan_id == Kelurahan.id)
+    .where(Koperasi.id == bindparam("koperasi_id"))
+)
+
 
 def _draft_of(row: Any) -> Draft:
     return Draft(*row[: len(_COLUMNS)])
@@ -222,9 +252,9 @@ class _Drafts:
             raise _Stale
         draft.deleted = True
 
-    async def orm(self) -> AsyncSession:
-        """An ORM session on the same connection and transaction."""
-        return AsyncSession(bind=self.connection, expire_on_commit=False)
+    async def transaction(self) -> AsyncConnection:
+        """The connection, in the step's transaction."""
+        return self.connection
 
 
 class _DirectDrafts(_Drafts):
@@ -240,31 +270,19 @@ class _DirectDrafts(_Drafts):
     async def run(self, statement: Any, values: dict[str, Any]) -> int:
         return await self.direct.execute(statement, values)
 
-    async def orm(self) -> AsyncSession:
+    async def transaction(self) -> AsyncConnection:
         raise _NeedsTransaction
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Context:
     """What a step needs besides the draft: where the draft is written, who, which
-    cooperative, and last month's answers. `orm()` gives an ORM session in the step's
-    transaction, made only when a step needs one (submitting)."""
+    cooperative, and last month's answers."""
 
     drafts: _Drafts
     actor: Actor
     koperasi_nama: str
     last: dict[str, Any]
-    session: AsyncSession | None = None
-
-    async def orm(self) -> AsyncSession:
-        if self.session is None:
-            self.session = await self.drafts.orm()
-        return self.session
-
-    async def finish(self) -> None:
-        """Flush what the ORM session holds (the step's transaction commits it)."""
-        if self.session is not None:
-            await self.session.flush()
 
 
 class ReportService:
@@ -299,11 +317,11 @@ class ReportService:
             period = default_period(now, tz)
         replies: list[Reply] = []
         try:
-            async with self.core.db.transaction() as session:
-                drafts = _Drafts(await session.connection())
+            async with self.core.db.engine.begin() as connection:
+                drafts = _Drafts(connection)
                 draft = await self._draft(drafts, actor, replies)
                 if draft is not None and (period_text is None or draft.period == period.key):
-                    ctx = await self._context(session, actor, Period.parse_key(draft.period))
+                    ctx = await self._context(drafts, actor, Period.parse_key(draft.period))
                     replies.append(self._reply("lapor_lanjut", periode=self._name(draft.period)))
                     replies.extend(self._ask(draft, ctx))
                     await drafts.write(draft)
@@ -311,9 +329,9 @@ class ReportService:
                 if draft is not None:
                     replies.append(self._reply("lapor_draf_lain", periode=self._name(draft.period)))
                     return replies
-                draft, intro = await self._new_draft(session, actor, period, opened, now)
+                draft, intro = await self._new_draft(connection, actor, period, opened, now)
                 replies.append(intro)
-                ctx = await self._context(session, actor, period)
+                ctx = await self._context(drafts, actor, period)
                 replies.extend(self._ask(draft, ctx))
                 await drafts.write(draft)
         except IntegrityError:
@@ -451,7 +469,6 @@ class ReportService:
         assert actor.membership is not None
         ctx = _Context(drafts, actor, actor.membership.koperasi_nama, dict(last or {}))
         replies.extend(await handle(draft, ctx))
-        await ctx.finish()
         if not draft.deleted:  # submitted or discarded drafts are gone
             draft.updated_at = self.core.clock.now()
             await drafts.write(draft)
@@ -511,42 +528,37 @@ class ReportService:
             return None
         return (draft, row[-1]) if with_last else draft
 
-    async def _context(self, session: AsyncSession, actor: Actor, period: Period) -> _Context:
+    async def _context(self, drafts: _Drafts, actor: Actor, period: Period) -> _Context:
         """What a step needs; `last` is the cooperative's latest report before `period`."""
         assert actor.membership is not None
-        last = await session.scalar(
+        last = await drafts.connection.scalar(
             _LAST_ANSWERS, {"koperasi_id": actor.membership.koperasi_id, "period": period.key}
         )
-        return _Context(
-            _Drafts(await session.connection()),
-            actor,
-            actor.membership.koperasi_nama,
-            dict(last or {}),
-            session,
-        )
+        return _Context(drafts, actor, actor.membership.koperasi_nama, dict(last or {}))
 
     async def _new_draft(
         self,
-        session: AsyncSession,
+        connection: AsyncConnection,
         actor: Actor,
         period: Period,
         opened: list[Period],
         now: datetime,
     ) -> tuple[Draft, Reply]:
-        assert actor.membership is not None
-        report = await self._report(session, actor.membership.koperasi_id, period)
-        current = None
-        if report is not None:
-            current = await session.scalar(
-                select(ReportRevision).where(
-                    ReportRevision.report_id == report.id,
-                    ReportRevision.revision == report.current_revision,
-                )
+        membership = actor.membership
+        assert membership is not None
+        assert actor.person_id is not None
+        current = (
+            await connection.execute(
+                _CURRENT, {"koperasi_id": membership.koperasi_id, "period": period.key}
             )
+        ).first()
         answers = dict(current.answers) if current else {}
         if current is None and self.form.has("kendala_lalu"):
-            previous = await self._previous_answers(session, actor.membership.koperasi_id, period)
-            if previous.get("kendala"):
+            previous = await connection.scalar(
+                _CURRENT_ANSWERS,
+                {"koperasi_id": membership.koperasi_id, "period": period.previous().key},
+            )
+            if previous and previous.get("kendala"):
                 answers["kendala_lalu"] = list(previous["kendala"])
         # What the city noted about this cooperative's obstacles (bot.tindak imports this
         # module, hence the late import).
@@ -554,14 +566,13 @@ class ReportService:
 
         notes = await notes_for(
             self.core,
-            session,
-            actor.membership.koperasi_id,
+            connection,
+            membership.koperasi_id,
             [k for k in answers.get("kendala_lalu", []) if k != "NIHIL"],
         )
-        assert actor.person_id is not None
         values: dict[str, Any] = {
             "person_id": actor.person_id,
-            "koperasi_id": actor.membership.koperasi_id,
+            "koperasi_id": membership.koperasi_id,
             "period": period.key,
             "answers": answers,
             "current_field": None,
@@ -572,7 +583,6 @@ class ReportService:
             "started_at": now,
             "updated_at": now,
         }
-        connection = await session.connection()
         key = (await connection.execute(_DRAFT_INSERT, values)).inserted_primary_key
         assert key is not None
         draft = Draft(id=key[0], **values)
@@ -580,7 +590,7 @@ class ReportService:
         intro = self._reply(
             "lapor_mulai",
             periode=period.name(self.m.language),
-            koperasi=actor.membership.koperasi_nama,
+            koperasi=membership.koperasi_nama,
             total=len([f for f in self.form.visible(answers) if not f.system]),
             others=others,
             revision=current is not None,
@@ -589,28 +599,6 @@ class ReportService:
             catatan=notes,
         )
         return draft, intro
-
-    async def _previous_answers(
-        self, session: AsyncSession, koperasi_id: int, period: Period
-    ) -> dict[str, Any]:
-        """The answers of the cooperative's report for the month before `period` (or none)."""
-        answers = await session.scalar(
-            select(ReportRevision.answers)
-            .join(Report, Report.id == ReportRevision.report_id)
-            .where(
-                Report.koperasi_id == koperasi_id,
-                Report.period == period.previous().key,
-                ReportRevision.revision == Report.current_revision,
-            )
-        )
-        return dict(answers or {})
-
-    async def _report(
-        self, session: AsyncSession, koperasi_id: int, period: Period
-    ) -> Report | None:
-        return await session.scalar(
-            select(Report).where(Report.koperasi_id == koperasi_id, Report.period == period.key)
-        )
 
     # Asking ------------------------------------------------------------------------------------
     def _ask(self, draft: Draft, ctx: _Context) -> list[Reply]:
@@ -890,58 +878,72 @@ class ReportService:
     async def _submit(self, draft: Draft, ctx: _Context) -> list[Reply]:
         if self.form.next_field(draft.answers) is not None:
             return self._ask(draft, ctx)
-        session = await ctx.orm()
+        connection = await ctx.drafts.transaction()
         actor = ctx.actor
         assert actor.membership is not None
         now = self.core.clock.now()
         period = Period.parse_key(draft.period)
         late = now > deadline(self.core.settings, period)
         answers = self.form.clean(draft.answers)
-        report = await self._report(session, draft.koperasi_id, period)
+        counted = Report.counted(answers)
+        where = {"koperasi_id": draft.koperasi_id, "period": draft.period}
+        report = (await connection.execute(_REPORT_OF, where)).first()
         if report is None:
-            report = Report(
-                koperasi_id=draft.koperasi_id,
-                period=draft.period,
-                current_revision=0,
-                first_submitted_at=now,
-                last_submitted_at=now,
-                late=late,
+            revision = 1
+            key = (
+                await connection.execute(
+                    _REPORT_INSERT,
+                    {
+                        **where,
+                        **counted,
+                        "current_revision": revision,
+                        "first_submitted_at": now,
+                        "last_submitted_at": now,
+                        "late": late,
+                    },
+                )
+            ).inserted_primary_key
+            assert key is not None
+            report_id = key[0]
+        else:
+            report_id, revision = report.id, report.current_revision + 1
+            await connection.execute(
+                _REPORT_REVISED,
+                {
+                    **{f"new_{name}": value for name, value in counted.items()},
+                    "report_id": report_id,
+                    "new_current_revision": revision,
+                    "new_last_submitted_at": now,
+                },
             )
-            session.add(report)
-            await session.flush()
-        report.current_revision += 1
-        report.last_submitted_at = now
-        report.count_answers(answers)
-        session.add(
-            ReportRevision(
-                report_id=report.id,
-                revision=report.current_revision,
-                answers=answers,
-                submitted_by_person_id=actor.person_id,
-                submitted_by_name=actor.nama or "",
-                submitted_at=now,
-                late=late,
-            )
+        await connection.execute(
+            _REVISION_INSERT,
+            {
+                "report_id": report_id,
+                "revision": revision,
+                "answers": answers,
+                "submitted_by_person_id": actor.person_id,
+                "submitted_by_name": actor.nama or "",
+                "submitted_at": now,
+                "late": late,
+            },
         )
-        kode = await session.scalar(
-            select(Kelurahan.kode).join(Koperasi).where(Koperasi.id == draft.koperasi_id)
-        )
-        number = f"LAP/{(kode or '').replace('.', '')}/{period.key}/R{report.current_revision}"
-        audit.record(
-            session,
+        kode = await connection.scalar(_KELURAHAN_KODE, {"koperasi_id": draft.koperasi_id})
+        number = f"LAP/{(kode or '').replace('.', '')}/{period.key}/R{revision}"
+        await audit.write(
+            connection,
             at=now,
             action="report.submitted",
             actor_label=actor.label,
             actor_person_id=actor.person_id,
             koperasi_id=draft.koperasi_id,
             period=draft.period,
-            revision=report.current_revision,
+            revision=revision,
             late=late,
         )
         await ctx.drafts.delete(draft)
         # Reminders queued for this report but not sent yet are no longer meaningful.
-        await cancel_topic(session, report_topic(period, draft.koperasi_id))
-        await session.flush()
+        await cancel_topic(connection, report_topic(period, draft.koperasi_id))
         receipt = self._reply(
             "tanda_terima",
             nama=actor.nama,
@@ -949,7 +951,7 @@ class ReportService:
             periode=period.name(self.m.language),
             nomor=number,
             waktu=now,
-            revision=report.current_revision,
+            revision=revision,
             late=late,
         )
         return [receipt]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot import audit
 from bot.core import Core
@@ -235,24 +235,27 @@ class TindakService:
 
 
 async def notes_for(
-    core: Core, session: AsyncSession, koperasi_id: int, codes: list[str]
+    core: Core, session: AsyncSession | AsyncConnection, koperasi_id: int, codes: list[str]
 ) -> list[Note]:
     """The latest officer note for each of these obstacles of a cooperative."""
     if not codes:
         return []
-    rows = (
-        await session.scalars(
-            select(ObstacleAction)
-            .where(ObstacleAction.koperasi_id == koperasi_id, ObstacleAction.kendala.in_(codes))
-            .order_by(ObstacleAction.at.desc(), ObstacleAction.id.desc())
+    rows = await session.execute(
+        select(
+            ObstacleAction.kendala,
+            ObstacleAction.catatan,
+            ObstacleAction.officer_nama,
+            ObstacleAction.at,
         )
-    ).all()
-    latest: dict[str, ObstacleAction] = {}
-    for row in rows:
-        latest.setdefault(row.kendala, row)
+        .where(ObstacleAction.koperasi_id == koperasi_id, ObstacleAction.kendala.in_(codes))
+        .order_by(ObstacleAction.at.desc(), ObstacleAction.id.desc())
+    )
+    latest: dict[str, tuple[str, str, datetime]] = {}
+    for kendala, catatan, officer_nama, at in rows:
+        latest.setdefault(kendala, (catatan, officer_nama, at))
     field = MONTHLY_REPORT.field("kendala")
     return [
-        Note(c, option_label(core.messages, field, c), r.catatan, r.officer_nama, r.at)
+        Note(c, option_label(core.messages, field, c), *note)
         for c in codes
-        if (r := latest.get(c)) is not None
+        if (note := latest.get(c)) is not None
     ]

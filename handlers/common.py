@@ -102,9 +102,7 @@ async def _post(bot: Bot, endpoint: str, data: dict[str, Any]) -> None:
     await bot._post(endpoint, data)
 
 
-async def send_text(
-    bot: Bot, chat_id: int | str, text: str, markup: InlineKeyboardMarkup | None = None
-) -> None:
+async def send_text(bot: Bot, chat_id: int | str, text: str, markup: Markup | None = None) -> None:
     """sendMessage in HTML, as `bot.send_message` with the application's Defaults, without
     parsing the sent message back."""
     await _post(
@@ -176,6 +174,23 @@ def command_menu(core: Core, template: str = "commands") -> list[BotCommand]:
     return [BotCommand(*line.split(" ", 1)) for line in lines if line.strip()]
 
 
+# An inline keyboard as the Bot API takes it (see markup_of).
+Markup = dict[str, Any]
+
+
+def markup_of(buttons: Buttons | None) -> Markup | None:
+    """The inline keyboard as JSON-ready data, what PTB would send for an InlineKeyboardMarkup
+    of these buttons: the replies of every update carry one, and building PTB's button objects
+    cost more than sending them."""
+    if not buttons:
+        return None
+    return {
+        "inline_keyboard": [
+            [{"text": text, "callback_data": data} for text, data in row] for row in buttons
+        ]
+    }
+
+
 def keyboard(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
     if not buttons:
         return None
@@ -203,7 +218,7 @@ async def reply(
     text = core_of(context).messages.render(template, **values)
     parts = split_message(text)
     for index, part in enumerate(parts):
-        markup = keyboard(buttons) if index == len(parts) - 1 else None
+        markup = markup_of(buttons) if index == len(parts) - 1 else None
         await call_api(partial(send_text, context.bot, chat.id, part, markup))
 
 
@@ -219,16 +234,20 @@ async def edit(
     query = update.callback_query
     assert query is not None
     text = core_of(context).messages.render(template, **values)
-    await edit_text(query, split_message(text)[0], keyboard(buttons))
+    await edit_text(query, split_message(text)[0], markup_of(buttons))
 
 
-async def edit_text(query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
+async def edit_text(query: Any, text: str, markup: Markup | None) -> None:
     """Edit the pressed message; an edit that changes nothing (a press delivered twice, or a
     retried edit that had gone through) is no error."""
     message = query.message
     if query.inline_message_id or not isinstance(message, Message):
         # PTB's own way: an inline message, or an inaccessible one (PTB raises TypeError).
-        call = partial(query.edit_message_text, text, reply_markup=markup)
+        call = partial(
+            query.edit_message_text,
+            text,
+            reply_markup=InlineKeyboardMarkup.de_json(markup, query.get_bot()) if markup else None,
+        )
     else:
         call = partial(
             _post,
@@ -260,7 +279,7 @@ async def show_replies(
     query = update.callback_query
     answered = False
     for item in replies:
-        markup = keyboard(
+        markup = markup_of(
             [[(text, prefix + action) for text, action in row] for row in item.buttons]
         )
         if item.alert and query is not None:

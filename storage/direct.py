@@ -39,22 +39,28 @@ _Processor = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
+class _Parameter:
+    name: str
+    required: bool  # given at each execution; otherwise `default` (a constant of the statement)
+    default: Any
+    process: _Processor
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """A statement compiled for SQLite: its SQL, the order of its parameters with their bind
-    processors, the compiled form for default values, and the result columns' processors."""
+    """A statement compiled for SQLite: its SQL, its parameters in order with their bind
+    processors, and the result columns' processors."""
 
     sql: str
-    compiled: SQLCompiler
-    names: tuple[str, ...]
-    binds: tuple[_Processor, ...]
+    slots: tuple[_Parameter, ...]
     results: tuple[_Processor, ...]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        given = self.compiled.construct_params(dict(values))
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip((given[name] for name in self.names), self.binds, strict=True)
-        )
+        out = []
+        for p in self.slots:
+            value = values[p.name] if p.required else values.get(p.name, p.default)
+            out.append(value if p.process is None else p.process(value))
+        return tuple(out)
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(
@@ -81,19 +87,25 @@ class Direct:
             return found[1]
         compiled = statement.compile(dialect=self.dialect)
         assert isinstance(compiled, SQLCompiler)
-        names = tuple(compiled.positiontup or ())
         dialect = self.dialect
         # The dialect's form of each type (e.g. SQLite's DATETIME under a TypeDecorator), as
         # the engine uses them.
-        binds = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in names
-        )
+        parameters = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            parameters.append(
+                _Parameter(
+                    name,
+                    bind.required,
+                    None if bind.required else bind.effective_value,
+                    bind.type.dialect_impl(dialect).bind_processor(dialect),
+                )
+            )
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in getattr(statement, "selected_columns", ())
         )
-        prepared = Prepared(compiled.string, compiled, names, binds, results)
+        prepared = Prepared(compiled.string, tuple(parameters), results)
         self._prepared[id(statement)] = (statement, prepared)
         return prepared
 
