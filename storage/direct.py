@@ -63,6 +63,8 @@ class Prepared:
         return tuple(out)
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        if not self.results:  # a textual statement: the driver's values as they are
+            return tuple(raw)
         return tuple(
             value if process is None or value is None else process(value)
             for value, process in zip(raw, self.results, strict=True)
