@@ -321,7 +321,7 @@ class ReportService:
                 drafts = _Drafts(connection)
                 draft = await self._draft(drafts, actor, replies)
                 if draft is not None and (period_text is None or draft.period == period.key):
-                    ctx = await self._context(drafts, actor, Period.parse_key(draft.period))
+                    ctx = await self._context(connection, actor, Period.parse_key(draft.period))
                     replies.append(self._reply("lapor_lanjut", periode=self._name(draft.period)))
                     replies.extend(self._ask(draft, ctx))
                     await drafts.write(draft)
@@ -331,7 +331,7 @@ class ReportService:
                     return replies
                 draft, intro = await self._new_draft(connection, actor, period, opened, now)
                 replies.append(intro)
-                ctx = await self._context(drafts, actor, period)
+                ctx = await self._context(connection, actor, period)
                 replies.extend(self._ask(draft, ctx))
                 await drafts.write(draft)
         except IntegrityError:
@@ -528,13 +528,15 @@ class ReportService:
             return None
         return (draft, row[-1]) if with_last else draft
 
-    async def _context(self, drafts: _Drafts, actor: Actor, period: Period) -> _Context:
+    async def _context(self, connection: AsyncConnection, actor: Actor, period: Period) -> _Context:
         """What a step needs; `last` is the cooperative's latest report before `period`."""
         assert actor.membership is not None
-        last = await drafts.connection.scalar(
+        last = await connection.scalar(
             _LAST_ANSWERS, {"koperasi_id": actor.membership.koperasi_id, "period": period.key}
         )
-        return _Context(drafts, actor, actor.membership.koperasi_nama, dict(last or {}))
+        return _Context(
+            _Drafts(connection), actor, actor.membership.koperasi_nama, dict(last or {})
+        )
 
     async def _new_draft(
         self,
