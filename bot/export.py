@@ -12,12 +12,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
-from functools import cache
+from functools import cache, partial
 from io import BytesIO
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from sqlalchemy import String, and_, func, select, type_coerce
+from sqlalchemy import ARRAY, String, and_, any_, func, literal, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import audit, xlsx
@@ -556,10 +556,22 @@ async def _coop_batch(
     return [_Coop._make(row) for row in rows.all()]
 
 
+def _among(dialect: str, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN (values)` for the hundreds of ids or topics of an export batch. On PostgreSQL
+    one array parameter (`column = ANY(:values)`): SQLAlchemy renders every value of an
+    expanding IN, with its cast, at each execution, which cost more than the query itself
+    (docs/BENCHMARKS.md, figure 3)."""
+    if dialect == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(values)
+
+
 async def _reports(
     session: AsyncSession, ids: list[int], keys: list[str]
 ) -> dict[tuple[int, str], _Submitted]:
-    rows = await (await session.connection()).execute(
+    connection = await session.connection()
+    among = partial(_among, connection.dialect.name)
+    rows = await connection.execute(
         select(
             Report.koperasi_id,
             Report.period,
@@ -577,7 +589,7 @@ async def _reports(
                 ReportRevision.revision == Report.current_revision,
             ),
         )
-        .where(Report.koperasi_id.in_(ids), Report.period.in_(keys))
+        .where(among(Report.koperasi_id, ids), Report.period.in_(keys))
     )
     return {(row[0], row[1]): _Submitted._make(row[2:]) for row in rows.all()}
 
@@ -625,6 +637,7 @@ async def _history(
 
     # Plain rows through the connection: a national month decides some 200,000 notices.
     connection = await session.connection()
+    among = partial(_among, connection.dialect.name)
     decided = await connection.execute(
         select(
             LedgerEntry.koperasi_id,
@@ -633,7 +646,7 @@ async def _history(
             LedgerEntry.recipients,
             # Converted by `_Writer.moment`, once per distinct moment rather than per row.
             type_coerce(LedgerEntry.decided_at, String),
-        ).where(LedgerEntry.koperasi_id.in_(ids), LedgerEntry.period.in_(keys))
+        ).where(among(LedgerEntry.koperasi_id, ids), LedgerEntry.period.in_(keys))
     )
     moment = writer.moment
     ledger = [_Decided._make((*row[:4], moment(row[4]))) for row in decided.all()]
@@ -643,7 +656,7 @@ async def _history(
     for start in range(0, len(topics), BATCH):
         counted = await connection.execute(
             select(OutboxMessage.topic, OutboxMessage.kind, *_OUTCOME_COUNTS)
-            .where(OutboxMessage.topic.in_(topics[start : start + BATCH]))
+            .where(among(OutboxMessage.topic, topics[start : start + BATCH]))
             .group_by(OutboxMessage.topic, OutboxMessage.kind)
         )
         for topic, kind, *numbers in counted.all():
@@ -683,7 +696,7 @@ async def _history(
                     SummonsKoperasi.recipients,
                 ).where(
                     SummonsKoperasi.summons_id.in_(list(summons)),
-                    SummonsKoperasi.koperasi_id.in_(ids),
+                    among(SummonsKoperasi.koperasi_id, ids),
                 )
             )
         ).all()
@@ -695,7 +708,7 @@ async def _history(
             .where(
                 OutboxMessage.topic.in_([f"summons:{i}" for i in summons]),
                 OutboxMessage.kind == "summons",
-                BoardMember.koperasi_id.in_(ids),
+                among(BoardMember.koperasi_id, ids),
             )
             .group_by(BoardMember.koperasi_id, OutboxMessage.topic, OutboxMessage.status)
         )
@@ -706,7 +719,7 @@ async def _history(
         rsvps = await session.execute(
             select(Rsvp, Person.nama)
             .join(Person, Person.id == Rsvp.person_id)
-            .where(Rsvp.summons_id.in_(list(summons)), Rsvp.koperasi_id.in_(ids))
+            .where(Rsvp.summons_id.in_(list(summons)), among(Rsvp.koperasi_id, ids))
             .order_by(Person.nama, Rsvp.id)
         )
         for rsvp, nama in rsvps.all():
