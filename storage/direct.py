@@ -7,7 +7,8 @@ around the 5–20 µs SQLite needs; at 3–4 statements an update that was most 
 cost (docs/BENCHMARKS.md, update handling). Here a statement is compiled once by SQLAlchemy
 (same SQL, same bind and result types as the engine would use) and run by `sqlite3` itself on
 one connection per process, in autocommit mode: each statement is its own transaction, so the
-connection holds nothing between statements and any coroutine may use it. Callers that need
+connection holds nothing between statements and any coroutine may use it (one statement at a
+time). Callers that need
 several statements to be atomic use the engine's sessions as before; the draft stays
 consistent by its version column (`UPDATE … WHERE version = ?`).
 
@@ -22,6 +23,7 @@ cost matters less (and the throughput target of issue 8 is SQLite's).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +80,11 @@ class Direct:
         self.dialect = SQLiteDialect_aiosqlite()
         self._args, self._options = self.dialect.create_connect_args(make_url(url))
         self._connection: InlineSqlite | None = None
+        # One statement at a time: uncontended it costs nothing (statements run without
+        # yielding), but while one waits in a worker thread for another connection's write
+        # lock, the others wait here instead of on the connection's mutex, which would block
+        # the event loop.
+        self._lock = asyncio.Lock()
         # By the statement's id; the statement is kept with it so the id is not reused.
         self._prepared: dict[int, tuple[ClauseElement, Prepared]] = {}
         self.statements = 0  # how many were run (bench/updates.py counts them)
@@ -132,9 +139,12 @@ class Direct:
     ) -> Any:
         parameters = prepared.parameters(values)
         try:
-            connection = self._connection or await self._connect()
-            self.statements += 1
-            return await connection.run(_statement, connection, prepared.sql, parameters, result)
+            async with self._lock:
+                connection = self._connection or await self._connect()
+                self.statements += 1
+                return await connection.run(
+                    _statement, connection, prepared.sql, parameters, result
+                )
         except sqlite3.Error as error:
             raise exc.DBAPIError.instance(
                 prepared.sql, parameters, error, sqlite3.Error, dialect=self.dialect

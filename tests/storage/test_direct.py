@@ -201,6 +201,13 @@ async def test_a_write_waits_for_another_writer_off_the_loop(
             {"old": "A", "new": "B"},
         )
 
+    async def read_meanwhile() -> Any:
+        # While the write waits in its thread, a read on the same connection waits its turn
+        # without holding up the loop.
+        await holding.wait()
+        await asyncio.sleep(0.05)
+        return await direct.first(select(Person.nama), {})
+
     async def tick() -> None:
         nonlocal ticks
         while True:
@@ -209,10 +216,13 @@ async def test_a_write_waits_for_another_writer_off_the_loop(
 
     try:
         ticker = asyncio.create_task(tick())
-        _, changed = await asyncio.gather(hold_the_write_lock(), write_meanwhile())
+        _, changed, read = await asyncio.gather(
+            hold_the_write_lock(), write_meanwhile(), read_meanwhile()
+        )
         ticker.cancel()
         assert changed == 1  # it waited for the INSERT's commit, then saw the row
-        assert ticks >= 15  # the loop ran while the direct write waited
+        assert read == ("B",)  # after the write, not beside it
+        assert ticks >= 20  # the loop ran while the direct write and the read waited
         assert await direct.first(select(Person.nama), {}) == ("B",)
         assert (await direct.first(text("PRAGMA busy_timeout"), {})) == (0,)
     finally:
