@@ -24,6 +24,7 @@ from storage.direct import Direct
 from storage.models import ChatIdentity, Person, ReportDraft
 from tests.conftest import Chats
 from tests.handlers.test_report import linked
+from tests.storage.loop import Ticker
 
 # The direct path is SQLite's: on PostgreSQL every statement runs on the engine (the other
 # tests cover that path).
@@ -183,7 +184,6 @@ async def test_a_write_waits_for_another_writer_off_the_loop(
     db = Database(url)
     direct = db.direct
     assert direct is not None
-    ticks = 0
     holding = asyncio.Event()
 
     async def hold_the_write_lock() -> None:
@@ -208,21 +208,14 @@ async def test_a_write_waits_for_another_writer_off_the_loop(
         await asyncio.sleep(0.05)
         return await direct.first(select(Person.nama), {})
 
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
     try:
-        ticker = asyncio.create_task(tick())
-        _, changed, read = await asyncio.gather(
-            hold_the_write_lock(), write_meanwhile(), read_meanwhile()
-        )
-        ticker.cancel()
+        async with Ticker() as loop:
+            _, changed, read = await asyncio.gather(
+                hold_the_write_lock(), write_meanwhile(), read_meanwhile()
+            )
         assert changed == 1  # it waited for the INSERT's commit, then saw the row
         assert read == ("B",)  # after the write, not beside it
-        assert ticks >= 20  # the loop ran while the direct write and the read waited
+        assert loop.ticks >= 20  # the loop ran while the direct write and the read waited
         assert await direct.first(select(Person.nama), {}) == ("B",)
         assert (await direct.first(text("PRAGMA busy_timeout"), {})) == (0,)
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from storage.db import Database, InlineSqlite
+from tests.storage.loop import Ticker
 
 
 async def test_statements_run_inline_and_never_wait_on_the_loop(tmp_path: Path) -> None:
@@ -28,7 +29,6 @@ async def test_statements_run_inline_and_never_wait_on_the_loop(tmp_path: Path) 
 async def test_a_writer_waits_for_another_in_a_thread(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
     first, second = Database(url), Database(url)
-    ticks = 0
     holding = asyncio.Event()
 
     async def hold_the_write_lock() -> None:
@@ -42,18 +42,11 @@ async def test_a_writer_waits_for_another_in_a_thread(tmp_path: Path) -> None:
         async with second.transaction() as session:
             await session.execute(text("INSERT INTO t VALUES (2)"))
 
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
     try:
         async with first.transaction() as session:
             await session.execute(text("CREATE TABLE t (n INTEGER)"))
-        ticker = asyncio.create_task(tick())
-        await asyncio.gather(hold_the_write_lock(), write_meanwhile())
-        ticker.cancel()
+        async with Ticker() as loop:
+            await asyncio.gather(hold_the_write_lock(), write_meanwhile())
         async with second.sessions() as session:
             rows = (await session.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all()
             # Back to failing fast after the wait, so the next lock wait goes to a thread too.
@@ -62,4 +55,4 @@ async def test_a_writer_waits_for_another_in_a_thread(tmp_path: Path) -> None:
         await first.dispose()
         await second.dispose()
     assert rows == [1, 2]
-    assert ticks >= 10  # the loop kept running while the second writer waited
+    assert loop.ticks >= 10  # the loop kept running while the second writer waited
