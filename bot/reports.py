@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from functools import cache, lru_cache
@@ -11,7 +12,6 @@ from babel.numbers import format_decimal
 from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm.exc import StaleDataError
 
 from bot import audit
 from bot.config import Settings
@@ -222,17 +222,21 @@ class _NeedsTransaction(Exception):
     again, whole, in a transaction (nothing was written before this is raised)."""
 
 
-class _Drafts:
-    """Where a step reads and writes its draft: a connection in a transaction of the engine."""
+class _Drafts(ABC):
+    """Where a step reads and writes its draft. `locks`: reading the draft locks its row until
+    the step's transaction ends (PostgreSQL)."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
+    locks = False
 
-    async def first(self, query: Any, person_id: int | None) -> Any:
-        return (await self.connection.execute(query, {"person_id": person_id})).first()
+    @abstractmethod
+    async def first(self, query: Any, person_id: int | None) -> Any: ...
 
-    async def run(self, statement: Any, values: dict[str, Any]) -> int:
-        return (await self.connection.execute(statement, values)).rowcount
+    @abstractmethod
+    async def run(self, statement: Any, values: dict[str, Any]) -> int: ...
+
+    @abstractmethod
+    async def transaction(self) -> AsyncConnection:
+        """A connection in the step's transaction, for a step that writes more than its draft."""
 
     async def write(self, draft: Draft) -> None:
         """The draft's changes, one UPDATE; _Stale when another step changed it first."""
@@ -252,8 +256,21 @@ class _Drafts:
             raise _Stale
         draft.deleted = True
 
+
+class _TransactionDrafts(_Drafts):
+    """A connection of the engine, in a transaction."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self.locks = connection.dialect.name == "postgresql"
+
+    async def first(self, query: Any, person_id: int | None) -> Any:
+        return (await self.connection.execute(query, {"person_id": person_id})).first()
+
+    async def run(self, statement: Any, values: dict[str, Any]) -> int:
+        return (await self.connection.execute(statement, values)).rowcount
+
     async def transaction(self) -> AsyncConnection:
-        """The connection, in the step's transaction."""
         return self.connection
 
 
@@ -318,7 +335,7 @@ class ReportService:
         replies: list[Reply] = []
         try:
             async with self.core.db.engine.begin() as connection:
-                drafts = _Drafts(connection)
+                drafts = _TransactionDrafts(connection)
                 draft = await self._draft(drafts, actor, replies)
                 if draft is not None and (period_text is None or draft.period == period.key):
                     ctx = await self._context(connection, actor, Period.parse_key(draft.period))
@@ -359,7 +376,7 @@ class ReportService:
         if actor.person_id is None:
             return [self._reply("batal_kosong")]
         async with self.core.db.engine.begin() as connection:
-            draft = await self._draft(_Drafts(connection), actor, [])
+            draft = await self._draft(_TransactionDrafts(connection), actor, [])
             if draft is None:
                 return [self._reply("batal_kosong")]
             return self._cancel_buttons(draft)
@@ -438,10 +455,12 @@ class ReportService:
                     )
                 except _NeedsTransaction:
                     pass  # submitting: the same step again, in a transaction
-            # A bare connection, no ORM session unless the step asks for one.
+            # In a transaction of the engine: everything the step writes commits together.
             async with self.core.db.engine.begin() as connection:
-                return await self._step_in(_Drafts(connection), actor, message_id, handle, draft_id)
-        except (_Stale, StaleDataError):
+                return await self._step_in(
+                    _TransactionDrafts(connection), actor, message_id, handle, draft_id
+                )
+        except _Stale:
             return [self._reply("laporan_sibuk")]
 
     async def _step_in(
@@ -505,8 +524,7 @@ class ReportService:
         """The person's draft (locked on PostgreSQL), or None when there is none or it may no
         longer be used (then it is deleted). `with_last` also brings the answers of the
         cooperative's latest report before the draft's period (see _context)."""
-        locked = self.core.db.dialect == "postgresql" and not isinstance(drafts, _DirectDrafts)
-        query = _DRAFT_WITH_LAST[locked] if with_last else _DRAFT[locked]
+        query = _DRAFT_WITH_LAST[drafts.locks] if with_last else _DRAFT[drafts.locks]
         row = await drafts.first(query, actor.person_id)
         if row is None:
             return None
@@ -535,7 +553,7 @@ class ReportService:
             _LAST_ANSWERS, {"koperasi_id": actor.membership.koperasi_id, "period": period.key}
         )
         return _Context(
-            _Drafts(connection), actor, actor.membership.koperasi_nama, dict(last or {})
+            _TransactionDrafts(connection), actor, actor.membership.koperasi_nama, dict(last or {})
         )
 
     async def _new_draft(
