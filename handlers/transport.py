@@ -42,7 +42,7 @@ from telegram.request import BaseRequest, HTTPXRequest, RequestData
 from telegram.request._requestparameter import RequestParameter
 
 from bot.sender import ButtonRows, Delivery, Outcome
-from handlers.common import CHANNEL, keyboard, retry_after_seconds
+from handlers.common import CHANNEL, keyboard, markup_of, retry_after_seconds
 
 __all__ = ["StreamRequest", "TelegramTransport", "retry_after_seconds"]
 
@@ -321,24 +321,19 @@ class TelegramTransport:
 
     async def _send(self, chat_id: str, text: str, buttons: ButtonRows | None) -> str:
         """sendMessage; the new message's id. Raises PTB's errors."""
+        rows = [[(label, data) for label, data in row] for row in buttons or []]
         if self.via_bot:
             message = await self.bot.send_message(
                 chat_id=_chat(chat_id),
                 text=text,
                 parse_mode=ParseMode.HTML,
-                reply_markup=keyboard([[(label, data) for label, data in row] for row in buttons])
-                if buttons
-                else None,
+                reply_markup=keyboard(rows),
             )
             return str(message.message_id)
         values: dict[str, Any] = {"chat_id": _chat(chat_id), "text": text, "parse_mode": "HTML"}
-        if buttons:
-            values["reply_markup"] = {
-                "inline_keyboard": [
-                    [{"text": label, "callback_data": data} for label, data in row]
-                    for row in buttons
-                ]
-            }
+        markup = markup_of(rows)
+        if markup is not None:
+            values["reply_markup"] = markup
         data = RequestData([RequestParameter(name, value, None) for name, value in values.items()])
         result = await self.request.post(self.url, data)
         if not isinstance(result, dict) or "message_id" not in result:
