@@ -140,13 +140,23 @@ class Delivery:
 ButtonRows = list[list[list[str]]]
 
 
+@dataclass(frozen=True)
+class RowContext:
+    """What a channel that must choose how to send is told about the row (WhatsApp outside its
+    24-hour window sends a template): the row's kind and template values, when the person last
+    wrote on this chat, and the row's id."""
+
+    kind: str = ""
+    params: dict[str, Any] | None = None
+    last_seen_at: datetime | None = None
+    row_id: int | None = None
+
+
 class Transport(Protocol):
     """One chat channel's way of delivering a message; it maps its errors to an `Outcome`.
 
-    The keyword-only extras are for channels that must choose how to send (WhatsApp outside
-    its 24-hour window sends a template): the row's kind and template values, and when the
-    person last wrote on this chat, and the row's id. They are read only for a transport whose
-    `wants_context` is true (Telegram's ignores them, and its claims do not carry them)."""
+    `context` is given only to a transport whose `wants_context` is true (Telegram's has no use
+    for it, and its claims do not read it)."""
 
     channel: str
 
@@ -155,11 +165,7 @@ class Transport(Protocol):
         chat_id: str,
         text: str,
         buttons: ButtonRows | None,
-        *,
-        kind: str = "",
-        params: dict[str, Any] | None = None,
-        last_seen_at: datetime | None = None,
-        row_id: int | None = None,
+        context: RowContext | None = None,
     ) -> Delivery: ...
 
 
@@ -997,17 +1003,12 @@ class Sender:
 
     async def _deliver(self, chat_id: str, row: _Claimed) -> Delivery:
         try:
-            if self._context:
-                return await self.transport.deliver(
-                    chat_id,
-                    row.text,
-                    row.buttons,
-                    kind=row.kind,
-                    params=row.params,
-                    last_seen_at=row.last_seen_at,
-                    row_id=row.id,
-                )
-            return await self.transport.deliver(chat_id, row.text, row.buttons)
+            context = (
+                RowContext(row.kind, row.params, row.last_seen_at, row.id)
+                if self._context
+                else None
+            )
+            return await self.transport.deliver(chat_id, row.text, row.buttons, context)
         except Exception as exc:
             # A bug in a transport must not strand the row in `sending`.
             log.exception("outbox row %s: the transport raised", row.id)

@@ -20,7 +20,6 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +40,7 @@ from telegram.request import BaseRequest, HTTPXRequest, RequestData
 # pinned below 23 in pyproject.toml).
 from telegram.request._requestparameter import RequestParameter
 
-from bot.sender import ButtonRows, Delivery, Outcome
+from bot.sender import ButtonRows, Delivery, Outcome, RowContext
 from handlers.common import CHANNEL, keyboard, markup_of, retry_after_seconds
 
 __all__ = ["StreamRequest", "TelegramTransport", "retry_after_seconds"]
@@ -345,14 +344,9 @@ class TelegramTransport:
         chat_id: str,
         text: str,
         buttons: ButtonRows | None,
-        *,
-        kind: str = "",
-        params: dict[str, Any] | None = None,
-        last_seen_at: datetime | None = None,
-        row_id: int | None = None,
+        context: RowContext | None = None,
     ) -> Delivery:
-        """Send one row; the extras (kind, template values, last_seen_at, row id) are
-        WhatsApp's concern, not Telegram's."""
+        """Send one row (the row's context is WhatsApp's concern, not Telegram's)."""
         try:
             message_id = await self._send(chat_id, text, buttons)
         except RetryAfter as exc:

@@ -44,7 +44,7 @@ import httpx
 
 from bot.core import Core
 from bot.outbox import CONTINUED, external_key, note_held
-from bot.sender import ButtonRows, Delivery, Outcome
+from bot.sender import ButtonRows, Delivery, Outcome, RowContext
 from handlers.whatsapp.format import whatsapp_message
 
 log = logging.getLogger(__name__)
@@ -209,14 +209,12 @@ class WhatsAppTransport:
         chat_id: str,
         text: str,
         buttons: ButtonRows | None,
-        *,
-        kind: str = "",
-        params: dict[str, Any] | None = None,
-        last_seen_at: datetime | None = None,
-        row_id: int | None = None,
+        context: RowContext | None = None,
     ) -> Delivery:
+        row = context or RowContext()
+        kind, params, row_id = row.kind, row.params, row.row_id
         continued = bool(params) and CONTINUED in (params or {})
-        if self.window_open(last_seen_at):
+        if self.window_open(row.last_seen_at):
             rows = [[(label, action) for label, action in row] for row in buttons or []]
             delivery = await self._post_all(
                 whatsapp_message(chat_id, text, rows or None, messages=self.messages)
