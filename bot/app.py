@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -443,21 +444,12 @@ async def serve_whatsapp(core: Core, stop: asyncio.Event | None = None) -> None:
     """WhatsApp without Telegram: the WhatsApp Application with the scheduler and the WhatsApp
     sender, its webhook on WHATSAPP_LISTEN, until `stop` is set (by default on SIGTERM or
     SIGINT)."""
-    import signal
-
     from bot.config import _split_listen
     from handlers.whatsapp.webhook import WhatsAppServer
 
-    loop = asyncio.get_running_loop()
-    signals: tuple[signal.Signals, ...] = ()
-    if stop is None:
-        stop = asyncio.Event()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
     app = build_whatsapp_application(core)
     server = WhatsAppServer(app, core)
-    try:
+    with _stopped_by_signals(stop) as stop:
         await app.initialize()
         try:
             host, port = _split_listen(core.settings.whatsapp_listen)
@@ -470,6 +462,7 @@ async def serve_whatsapp(core: Core, stop: asyncio.Event | None = None) -> None:
             await app.start()
             if core.settings.run_scheduler:
                 start_background(app, telegram=False)
+            settle_memory()
             log.info("WhatsApp webhook listening on %s", core.settings.whatsapp_listen)
             await stop.wait()
         finally:
@@ -478,6 +471,22 @@ async def serve_whatsapp(core: Core, stop: asyncio.Event | None = None) -> None:
                 await app.stop()
             await stop_background(app)
             await app.shutdown()
+
+
+@contextmanager
+def _stopped_by_signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
+    """`stop`, or when none is given a new event set on SIGTERM or SIGINT (the handlers are
+    removed again on the way out)."""
+    if stop is not None:
+        yield stop
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield stop
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
@@ -548,8 +557,6 @@ async def serve_webhook(core: Core, stop: asyncio.Event | None = None) -> None:
     post_stop stops the sender.
     """
     # Imported here: polling needs neither tornado nor these.
-    import signal
-
     from telegram.error import BadRequest, Forbidden, TelegramError
 
     from handlers.webhook import WebhookServer
@@ -559,16 +566,9 @@ async def serve_webhook(core: Core, stop: asyncio.Event | None = None) -> None:
     assert settings.webhook_url is not None
     assert settings.webhook_secret is not None
     secret = settings.webhook_secret.get_secret_value()
-    loop = asyncio.get_running_loop()
-    signals: tuple[signal.Signals, ...] = ()
-    if stop is None:
-        stop = asyncio.Event()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        for signum in signals:
-            loop.add_signal_handler(signum, stop.set)
     app = build_application(core)
     server = WebhookServer(app, settings.webhook_path, secret)
-    try:
+    with _stopped_by_signals(stop) as stop:
         try:
             await app.initialize()
         except TelegramError:
@@ -606,9 +606,6 @@ async def serve_webhook(core: Core, stop: asyncio.Event | None = None) -> None:
                     await app.post_stop(app)
             await stop_background(app)  # when stopped between post_init and start
             await app.shutdown()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
 
 
 async def bot_username(core: Core) -> str:
