@@ -76,6 +76,15 @@ def _files(request_data: RequestData) -> dict[str, tuple[str, bytes]]:
     return files
 
 
+def api_call(url: str, request_data: RequestData | None) -> tuple[str, dict[str, Any]]:
+    """The Bot API method a PTB request names, and its parameters (uploaded files, by name,
+    under "_files"): what an in-process stand-in for a Bot API server answers."""
+    params = _params(request_data)
+    if request_data is not None and request_data.contains_files:
+        params["_files"] = _files(request_data)
+    return url.rsplit("/", 1)[-1], params
+
+
 class LocalBotAPI(BaseRequest):
     """Answers Bot API calls in memory; unknown methods succeed with `true`, as most do."""
 
@@ -110,10 +119,7 @@ class LocalBotAPI(BaseRequest):
         connect_timeout: Any = None,
         pool_timeout: Any = None,
     ) -> tuple[int, bytes]:
-        api_method = url.rsplit("/", 1)[-1]
-        params = _params(request_data)
-        if request_data is not None and request_data.contains_files:
-            params["_files"] = _files(request_data)
+        api_method, params = api_call(url, request_data)
         call = ApiCall(api_method, params)
         self.calls.append(call)
         handler = getattr(self, f"_api_{api_method}", None)

@@ -43,7 +43,7 @@ import httpx
 from telegram.error import NetworkError
 from telegram.request import BaseRequest, RequestData
 
-from handlers.local_api import _files, _params
+from handlers.local_api import api_call
 from handlers.whatsapp.format import choice_style, to_whatsapp, whatsapp_message
 from messages import Messages
 
@@ -156,10 +156,7 @@ class WhatsAppBotAPI(BaseRequest):
         connect_timeout: Any = None,
         pool_timeout: Any = None,
     ) -> tuple[int, bytes]:
-        api_method = url.rsplit("/", 1)[-1]
-        params = _params(request_data)
-        if request_data is not None and request_data.contains_files:
-            params["_files"] = _files(request_data)
+        api_method, params = api_call(url, request_data)
         handler = getattr(self, f"_api_{api_method}", None)
         try:
             result = await handler(params) if handler else True
