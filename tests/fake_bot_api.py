@@ -68,10 +68,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fake_server import FakeServer
 
 TOKEN = "123456:TESTTOKEN"
 BOT_ID = 123456
@@ -188,16 +189,13 @@ class Delivery:
     origin: str = ""  # where it was POSTed (forward_webhooks), else the URL's own host
 
 
-class FakeBotAPI(ThreadingHTTPServer):
+class FakeBotAPI(FakeServer):
     """The server; `base_url` is http://127.0.0.1:<port> (give PTB f"{base_url}/bot")."""
-
-    daemon_threads = True
-    block_on_close = False
 
     def __init__(
         self, token: str = TOKEN, *, poll_wait: float = 0.2, webhook_retry: float = 0.2
     ) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.token = token
         self.poll_wait = poll_wait
         self.webhook_retry = webhook_retry
@@ -221,7 +219,6 @@ class FakeBotAPI(ThreadingHTTPServer):
         self.delivering: tuple[int, str] | None = None
         self._poll_allowed: list[str] | None = None  # the last getUpdates' allowed_updates
         self._closing = False
-        self._thread: threading.Thread | None = None
         self._delivery: threading.Thread | None = None
         self._chaos_rate = 0.0
         self._chaos_random = random.Random(0)
@@ -231,15 +228,8 @@ class FakeBotAPI(ThreadingHTTPServer):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> FakeBotAPI:
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+    def start(self) -> Self:
+        super().start()
         self._delivery = threading.Thread(target=self._deliver_webhooks, daemon=True)
         self._delivery.start()
         return self
@@ -248,25 +238,11 @@ class FakeBotAPI(ThreadingHTTPServer):
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
+        self._stop_serving()
         if self._delivery is not None:
             self._delivery.join(timeout=15)
             self._delivery = None
         self.server_close()
-
-    def __enter__(self) -> FakeBotAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- scripting ----------------------------------------------------------------------------
 

@@ -56,12 +56,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tests.fake_bot_api import _multipart
+from tests.fake_server import FakeServer
 
 PHONE_ID = "106540352242922"
 BUSINESS_ACCOUNT_ID = "102290129340398"
@@ -299,10 +299,7 @@ class WaUser:
         return [call for call in self.api.sent if call.to == self.wa_id]
 
 
-class FakeWhatsApp(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
+class FakeWhatsApp(FakeServer):
     def __init__(
         self,
         *,
@@ -311,7 +308,7 @@ class FakeWhatsApp(ThreadingHTTPServer):
         app_secret: str = APP_SECRET,
         verify_token: str = VERIFY_TOKEN,
     ) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.phone_id = phone_id
         self.token = token
         self.app_secret = app_secret
@@ -327,38 +324,6 @@ class FakeWhatsApp(ThreadingHTTPServer):
         self._wamids = itertools.count(1)
         self._inbound_ids = itertools.count(1)
         self._media_ids = itertools.count(1)
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> FakeWhatsApp:
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
-
-    def __enter__(self) -> FakeWhatsApp:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- scripting ----------------------------------------------------------------------------
 
