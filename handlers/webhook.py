@@ -41,6 +41,18 @@ class BareHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{status_code}\n")
 
+    def json_object(self, what: str) -> dict[str, Any] | None:
+        """The body as a JSON object; None, answered 400 and logged, when it is not one."""
+        try:
+            data = json.loads(self.request.body)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+        except Exception as exc:
+            log.warning("%s from %s: not a JSON object (%s)", what, self.request.remote_ip, exc)
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return None
+        return data
+
 
 class WebhookHandler(BareHandler):
     """POST on the webhook path: 403 without the right secret, 400 for what is not an update,
@@ -72,10 +84,10 @@ class WebhookHandler(BareHandler):
             )
             self.send_error(HTTPStatus.FORBIDDEN)
             return
+        data = self.json_object("Webhook request")
+        if data is None:
+            return
         try:
-            data = json.loads(self.request.body)
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
             update = Update.de_json(data, self.app.bot)
         except Exception as exc:  # anything that is not an Update: Telegram never sends it
             log.warning("Webhook request from %s: not an update (%s)", self.request.remote_ip, exc)

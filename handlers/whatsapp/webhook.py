@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import hmac
 import itertools
-import json
 import logging
 import re
 import time
@@ -364,13 +363,8 @@ class WhatsAppWebhookHandler(BareHandler):
             )
             self.send_error(HTTPStatus.FORBIDDEN)
             return
-        try:
-            data = json.loads(self.request.body)
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-        except Exception as exc:
-            log.warning("WhatsApp notification: not JSON (%s)", exc)
-            self.send_error(HTTPStatus.BAD_REQUEST)
+        data = self.json_object("WhatsApp notification")
+        if data is None:
             return
         try:
             await self.server.handle(data)
