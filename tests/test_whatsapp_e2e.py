@@ -195,6 +195,9 @@ async def test_whatsapp_journey_by_polling(
         for forged in (None, "", "sha256=00", signature(body, "not-the-secret"), "sha1=abc"):
             assert wa.post_raw(body, forged) == 403, forged
         assert wa.post_raw(body + b" ", signature(body, wa.app_secret)) == 403
+        # Signed, but not a notification object: 400.
+        for junk in (b"{not json", b"[1, 2]"):
+            assert wa.post_raw(junk, signature(junk, wa.app_secret)) == 400, junk
         assert await snapshot(live_core) == before
         assert not wa.calls
         async with live_core.db.sessions() as session:
