@@ -99,14 +99,11 @@ class Figure:
 
 
 def _peak_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    from bot.xlsx import peak_mib
+
+    found = peak_mib()
     # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return found if found is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _timed(repeat: int, work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

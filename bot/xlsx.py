@@ -453,7 +453,8 @@ class WorkbookProcess:
                 child.stdout.close()
 
 
-def _peak_mib() -> float | None:
+def peak_mib() -> float | None:
+    """This process's peak resident memory (VmHWM) in MiB; None where /proc does not say."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -485,7 +486,7 @@ def _serve() -> None:
                 elif message[0] == "save":
                     if failed is None:
                         book.save(message[1])
-                        pickle.dump(("saved", _peak_mib()), reply)
+                        pickle.dump(("saved", peak_mib()), reply)
                     else:
                         pickle.dump(("failed", failed), reply)
                     reply.flush()
