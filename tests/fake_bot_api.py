@@ -66,7 +66,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
@@ -377,19 +377,6 @@ class FakeBotAPI(FakeServer):
         """Updates with a lower id were confirmed by getUpdates' offset or webhook delivery."""
         with self._lock:
             return self._confirmed
-
-    def wait_for(
-        self, condition: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02
-    ) -> Any:
-        """Wait until `condition()` is truthy and return it; AssertionError naming `what`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = condition()
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(every)
 
     # -- answering ----------------------------------------------------------------------------
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 class FakeServer(ThreadingHTTPServer):
-    """Listens on a free port of 127.0.0.1; `start`/`stop`, or `with`."""
+    """Listens on a free port of 127.0.0.1; `start`/`stop`, or `with`; `wait_for` what its
+    handlers record."""
 
     daemon_threads = True
     block_on_close = False
@@ -38,6 +41,19 @@ class FakeServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self._stop_serving()
         self.server_close()
+
+    def wait_for(
+        self, condition: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02
+    ) -> Any:
+        """Wait until `condition()` is truthy and return it; AssertionError naming `what`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = condition()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(every)
 
     def __enter__(self) -> Self:
         return self.start()

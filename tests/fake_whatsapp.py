@@ -54,7 +54,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -480,19 +479,6 @@ class FakeWhatsApp(FakeServer):
         if not mine:
             raise LookupError(f"no message with choices to {wa_id} ({wamid or 'last'})")
         return mine[-1]
-
-    def wait_for(
-        self, condition: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02
-    ) -> Any:
-        """Wait until `condition()` is truthy and return it; AssertionError naming `what`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = condition()
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(every)
 
     # -- answering ----------------------------------------------------------------------------
 
