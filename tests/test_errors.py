@@ -344,12 +344,13 @@ async def test_after_a_postgres_restart_the_next_update_is_answered_normally(
         pytest.skip("server connections are a PostgreSQL matter")
     siti = await link(core, chats, SUKAWANA_CURUG, "Siti")
     await siti.send("/lapor")
-    # What a server restart does to the pool: every connection it holds is cut.
+    # What a server restart does to the pool: every connection it holds is cut (and gone
+    # before the next update: with a timeout the server waits for each backend to end).
     admin = create_async_engine(core.db.url)
     async with admin.connect() as connection:
         cut = await connection.execute(
             text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )

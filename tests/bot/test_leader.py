@@ -82,12 +82,17 @@ async def test_a_dead_leader_is_taken_over(
         assert await first.check()
         assert not await second.check()
         if core.db.dialect == "postgresql":
-            # The process dies: the server ends its session, and the lock with it.
+            # The process dies: the server ends its session, and the lock with it. The
+            # timeout makes the server wait until that backend is gone (it only signals it
+            # otherwise, and the lock may still be held for a moment).
             session = first._session
             assert session is not None
             pid = await session.scalar(text("SELECT pg_backend_pid()"))
             async with core.db.transaction() as admin:
-                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                ended = await admin.scalar(
+                    text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid}
+                )
+            assert ended
             assert await second.check()
         else:
             # The process stops renewing: the lease runs out after three intervals.
