@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
+
+HOLD = 0.6  # seconds the lock tests hold SQLite's write lock while another writer waits
 
 
 class Ticker:
-    """Counts the loop's turns every 10 ms while in the `async with` block."""
+    """Asks for a turn of the loop every 10 ms while in the `async with` block, and keeps the
+    longest time the loop took to give one (a blocked loop shows as one long stall; a merely
+    busy machine only makes every turn a little late)."""
 
     def __init__(self) -> None:
         self.ticks = 0
+        self.longest_stall = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
+        last = time.monotonic()
         while True:
             self.ticks += 1
             await asyncio.sleep(0.01)
+            now = time.monotonic()
+            self.longest_stall = max(self.longest_stall, now - last)
+            last = now
 
     async def __aenter__(self) -> Ticker:
         self._task = asyncio.create_task(self._tick())
