@@ -37,6 +37,11 @@ from storage.models import Kecamatan, Kelurahan, Koperasi, Report
 OPERATING = ("sebagian", "rutin")
 NONE = "NIHIL"
 TREND_MONTHS = 12
+# Lines of the per-kecamatan part of /rekap. A city or a kabupaten has fewer kecamatan (Kota
+# Serang 6, the largest kabupaten about 50) and sees them all in registry order; a province or
+# the country (7,000) sees those with the lowest reporting rate first, and /ekspor has the rest,
+# instead of a hundred messages.
+REKAP_MAX_KECAMATAN = 50
 CHART_RATE = "rate"
 CHART_KENDALA = "kendala"
 # Button actions (the channel adds its prefix): "chart:<kind>:<YYYY-MM>".
@@ -515,6 +520,8 @@ def summary_values(m: Messages, r: Recap) -> dict[str, Any]:
     """What the rekap_ringkasan template shows of a recap."""
     now, before = r.current, r.previous
     status_field = MONTHLY_REPORT.field("status_operasional")
+    districts = r.kecamatan if r.kecamatan_id is None else []
+    shown = _kecamatan_shown(districts)
     return {
         "periode": r.period.name(m.language),
         "sebelumnya": r.previous_period.name(m.language) if r.previous_period else None,
@@ -564,11 +571,20 @@ def summary_values(m: Messages, r: Recap) -> dict[str, Any]:
                 "terlambat": k.tally.late,
                 "beroperasi": k.tally.operating,
             }
-            for k in r.kecamatan
-        ]
-        if r.kecamatan_id is None
-        else [],
+            for k in shown
+        ],
+        "kecamatan_semua": len(districts),
+        "kecamatan_lain": len(districts) - len(shown),
     }
+
+
+def _kecamatan_shown(districts: list[KecamatanRecap]) -> list[KecamatanRecap]:
+    """All, in registry order; past REKAP_MAX_KECAMATAN, those with the lowest reporting rate
+    (then by name)."""
+    if len(districts) <= REKAP_MAX_KECAMATAN:
+        return districts
+    ranked = sorted(districts, key=lambda k: (k.tally.reported / max(k.total, 1), k.nama))
+    return ranked[:REKAP_MAX_KECAMATAN]
 
 
 def chart_buttons(m: Messages, period: Period) -> list[list[tuple[str, str]]]:

@@ -59,7 +59,11 @@ class Messages:
             keep_trailing_newline=False,
         )
         self.env.filters.update(
-            rupiah=rupiah, tanggal=self.tanggal, tanggal_pendek=self.tanggal_pendek, jam=self.jam
+            rupiah=rupiah,
+            angka=self.angka,
+            tanggal=self.tanggal,
+            tanggal_pendek=self.tanggal_pendek,
+            jam=self.jam,
         )
         self.env.globals.update(salam=self.salam)
         self._templates: dict[tuple[str, str], Template] = {}
@@ -69,6 +73,10 @@ class Messages:
         if isinstance(value, datetime):
             return value.astimezone(self.tz)
         return value
+
+    def angka(self, value: int) -> str:
+        """A count as the language writes it: 80.000 in Indonesian, 80,000 in English."""
+        return str(format_decimal(value, locale=self.language))
 
     def tanggal(self, value: datetime | date) -> str:
         """Rabu, 5 November 2025."""

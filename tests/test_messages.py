@@ -45,6 +45,16 @@ def test_rupiah(amount: int | None, text: str) -> None:
     assert rupiah(amount) == text
 
 
+def test_counts_are_written_as_each_language_writes_them() -> None:
+    assert [Messages("id").angka(n) for n in (0, 999, 1000, 82780)] == [
+        "0",
+        "999",
+        "1.000",
+        "82.780",
+    ]
+    assert Messages("en").angka(82780) == "82,780"
+
+
 def test_dates_and_times_in_wib() -> None:
     messages = Messages("id")
     at = datetime(2025, 11, 5, 2, 0, tzinfo=UTC)  # 09.00 WIB
