@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -458,7 +457,6 @@ async def test_chart_buttons_send_png_photos(people: dict[str, LocalChat]) -> No
 
 
 def test_charts_render_directly() -> None:
-    started = time.perf_counter()
     rate = charts.reporting_rate_png(
         [(f"M{i}", 40.0 + 4 * i, 10.0) for i in range(12)],
         title="Tingkat pelaporan koperasi, seluruh kota\n12 bulan s.d. Oktober 2026",
@@ -483,7 +481,6 @@ def test_charts_render_directly() -> None:
     width, height = png_size(kendala)
     assert width == 1080
     assert 600 <= height <= 2400
-    assert time.perf_counter() - started < 30
     with pytest.raises(ValueError, match="counts"):
         charts.obstacles_by_kecamatan_png(
             obstacles, kecamatan, counts[:2], title="", axis_label="", others_label=""
@@ -570,14 +567,11 @@ async def test_recap_queries_do_not_grow_with_the_cooperatives(
     try:
         kota = await actor(registry_loaded, people["kota"])
         statements.clear()
-        started = time.perf_counter()
         found = await recap(registry_loaded, kota, OCTOBER)
-        elapsed = time.perf_counter() - started
         selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         # The registry, then the reports grouped by status, and by each counted answer.
         assert len(selects) == 5
         assert found.total == 67
-        assert elapsed < 2.0
         statements.clear()
         chart = await chart_view(registry_loaded, kota, "chart:rate:2026-10")
         assert isinstance(chart, Chart)
