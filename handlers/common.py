@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -148,6 +148,52 @@ def display_name(user: User | None) -> str:
     if user is None:
         return ""
     return " ".join(part for part in (user.first_name, user.last_name) if part).strip()
+
+
+# Slow officer commands ---------------------------------------------------------------------------
+
+# Where the tasks of `in_background` are kept, with the update each answers.
+_BACKGROUND = "koperasi_background"
+
+
+Handler = Callable[[Update, Context], Coroutine[Any, Any, None]]
+
+
+def in_background(update: Update, context: Context, handler: Handler) -> None:
+    """Answers `update` with `handler` in a task of its own. Updates are handled one at a time
+    (in the order each person sent them): an officer's export of a whole country (seconds) would
+    otherwise hold up everyone's report answers behind it. For read-only commands only; PTB
+    hands the task's errors to the error handler with the update, and `Application.stop` waits
+    for it."""
+    app = context.application
+    running: dict[asyncio.Task[Any], Update] = app.bot_data.setdefault(_BACKGROUND, {})
+    task = app.create_task(handler(update, context), update=update, name="background")
+    running[task] = update
+    task.add_done_callback(lambda done: running.pop(done, None))
+
+
+async def settle(app: Any, update: Update | None = None) -> None:
+    """Waits for the background work of `update` (of every update when None) to end: the local
+    chat, the simulator and WhatsApp's bridge show a command's answer only once it is whole."""
+    running: dict[asyncio.Task[Any], Update] = app.bot_data.get(_BACKGROUND, {})
+    while True:
+        tasks = [t for t, u in running.items() if not t.done() and (update is None or u is update)]
+        if not tasks:
+            return
+        await asyncio.wait(tasks)
+
+
+def slow(handler: Handler) -> Handler:
+    """`handler`, run by `in_background`."""
+
+    async def start(update: Update, context: Context) -> None:
+        if context.application.running:
+            in_background(update, context, handler)
+        else:  # driven update by update (the tests' process_update): nothing else to hold up
+            await handler(update, context)
+
+    start.__name__ = start.__qualname__ = f"slow_{handler.__name__}"
+    return start
 
 
 # Where actor_of keeps the actor of the update being handled (PTB makes one context per update).

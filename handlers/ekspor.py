@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from telegram import Update
@@ -17,7 +18,12 @@ from handlers.common import (
     chat_action,
     core_of,
     show_replies,
+    slow,
 )
+
+# One workbook at a time per process: a country's takes a writer process and about 110 MiB
+# more; the next officer's waits (with "sending a file…" shown), the report answers do not.
+_EXPORTING = "koperasi_exporting"
 
 
 async def ekspor(update: Update, context: Context) -> None:
@@ -27,7 +33,9 @@ async def ekspor(update: Update, context: Context) -> None:
     if actor.officer is not None:
         # Building the workbook takes a moment on a large registry; show that it is coming.
         await chat_action(context, chat.id, ChatAction.UPLOAD_DOCUMENT)
-    result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
+    exporting: asyncio.Lock = context.bot_data.setdefault(_EXPORTING, asyncio.Lock())
+    async with exporting:
+        result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
     if isinstance(result, Document):
         await call_api(
             partial(
@@ -43,4 +51,4 @@ async def ekspor(update: Update, context: Context) -> None:
 
 
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:
-    return [CommandHandler("ekspor", ekspor, filters=PRIVATE)]
+    return [CommandHandler("ekspor", slow(ekspor), filters=PRIVATE)]

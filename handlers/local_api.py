@@ -18,6 +18,8 @@ from telegram import Update
 from telegram.ext import Application
 from telegram.request import BaseRequest, RequestData
 
+from handlers.common import settle
+
 BOT_ID = 7_000_000_001
 BOT_USERNAME = "koperasi_simulator_bot"
 
@@ -291,7 +293,9 @@ class LocalChat:
     async def process(self, data: dict[str, Any]) -> list[SentMessage]:
         """Process one raw update and return the messages the bot sent or edited for it."""
         start = len(self.api.calls)
-        await self.app.process_update(Update.de_json(data, self.app.bot))
+        update = Update.de_json(data, self.app.bot)
+        await self.app.process_update(update)
+        await settle(self.app, update)  # a slow command answers in a task of its own
         touched: list[SentMessage] = []
         for call in self.api.sent_since(start):
             if call.message is not None and call.message not in touched:

@@ -19,9 +19,13 @@ from handlers.common import (
     chat_action,
     core_of,
     show_replies,
+    slow,
 )
 
 CALLBACK_PREFIX = "k:"
+# One chart drawn at a time per process (matplotlib does not promise more, even with a figure
+# each); the next waits for it, the report answers do not.
+_DRAWING = "koperasi_drawing"
 
 
 async def rekap(update: Update, context: Context) -> None:
@@ -45,7 +49,9 @@ async def chart_button(update: Update, context: Context) -> None:
     # Stop the button's spinner now: drawing takes a second or two.
     await answer_query(update)
     await chat_action(context, chat.id, ChatAction.UPLOAD_PHOTO)
-    png = await asyncio.to_thread(found.render)
+    drawing: asyncio.Lock = context.bot_data.setdefault(_DRAWING, asyncio.Lock())
+    async with drawing:
+        png = await asyncio.to_thread(found.render)
     await call_api(
         partial(
             context.bot.send_photo,
@@ -59,6 +65,7 @@ async def chart_button(update: Update, context: Context) -> None:
 
 def build_handlers() -> list[BaseHandler[Update, Context, None]]:
     return [
-        CommandHandler("rekap", rekap, filters=PRIVATE),
-        CallbackQueryHandler(chart_button, pattern=r"^k:"),
+        # Both read a whole registry (a country's: about a second): in the background.
+        CommandHandler("rekap", slow(rekap), filters=PRIVATE),
+        CallbackQueryHandler(slow(chart_button), pattern=r"^k:"),
     ]

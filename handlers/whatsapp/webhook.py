@@ -47,6 +47,7 @@ from telegram import Update
 from telegram.ext import Application
 
 from bot.core import Core
+from handlers.common import settle
 from handlers.webhook import BareHandler, quiet_log
 from storage.models import ChatIdentity, InboundMessage
 from storage.upsert import insert_ignoring_conflicts
@@ -177,6 +178,9 @@ class Receiver:
                 return
             async with self._turn:
                 await self.app.process_update(converted)
+                # A slow command's answer (in a task of its own) must be whole before the
+                # edits held back for this person are sent after it.
+                await settle(self.app, converted)
                 if self.bridge is not None:
                     try:
                         await self.bridge.flush(int(wa_id))

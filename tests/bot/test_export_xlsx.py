@@ -4,6 +4,7 @@ profiles (a Curug officer never sees another kecamatan, whatever they type or fo
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import zipfile
 from collections import Counter
@@ -17,14 +18,17 @@ import pytest
 from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
 from sqlalchemy import select
+from telegram import Update
 from telegram.ext import CommandHandler
 
+import handlers.ekspor
 from bot import export
 from bot.core import Core
 from bot.export import MONEY_FORMAT, parse_period_range
 from bot.laporan import KENDALA, MONTHLY_REPORT, STATUS, TEMPAT
 from bot.periods import Period
 from bot.reports import field_label
+from handlers.common import settle
 from handlers.local_api import LocalChat, SentMessage
 from messages import Messages
 from storage.models import (
@@ -667,6 +671,66 @@ async def test_ekspor_in_chat_keeps_to_the_officers_kecamatan(
     refused = await board.send("/ekspor")
     assert refused[-1].kind == "text"
     assert "hanya untuk petugas Dinas" in refused[-1].text
+
+
+async def test_a_running_bot_answers_others_while_an_export_is_being_built(
+    registry_loaded: Core, app: Any, chats: Chats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A country's workbook takes seconds: the export answers in a task of its own, so a
+    treasurer's /lapor sent meanwhile is answered at once; the document follows."""
+    core = registry_loaded
+    wire(app)
+    city = await officer(core, chats, "Oki", None)
+    dewi = await link(core, chats, SUKAWANA_CURUG, "Dewi")
+    building, finish = asyncio.Event(), asyncio.Event()
+    real = handlers.ekspor.officer_export
+
+    async def slow_export(*args: Any) -> Any:
+        building.set()
+        await finish.wait()  # as long as a national export takes
+        return await real(*args)
+
+    monkeypatch.setattr(handlers.ekspor, "officer_export", slow_export)
+    start = len(city.api.calls)
+    await app.start()
+    try:
+        # Handled (the export started) without waiting for the workbook.
+        await asyncio.wait_for(
+            app.process_update(Update.de_json(city.user.text_update("/ekspor"), app.bot)), 5
+        )
+        await asyncio.wait_for(building.wait(), 5)
+        answered = await dewi.send("/lapor")
+        assert "Oktober 2026" in answered[0].text  # answered while the export is being built
+        assert "sendDocument" not in [c.method for c in city.api.sent_since(start)]
+        finish.set()
+        await settle(app)
+        documents = [c.message for c in city.api.sent_since(start) if c.method == "sendDocument"]
+        assert [d.file[0] for d in documents if d is not None and d.file] == [
+            "laporan-kmp-2026-10-kota.xlsx"
+        ]
+    finally:
+        finish.set()
+        await app.stop()
+
+
+async def test_an_export_that_fails_in_the_background_is_apologised_for(
+    registry_loaded: Core, app: Any, chats: Chats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = registry_loaded
+    wire(app)
+    city = await officer(core, chats, "Oki", None)
+
+    async def broken(*_args: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(handlers.ekspor, "officer_export", broken)
+    await app.start()
+    try:
+        sent = await city.send("/ekspor")
+    finally:
+        await app.stop()
+    assert [m.kind for m in sent] == ["text"]
+    assert "Mohon maaf, terjadi gangguan" in sent[0].text
 
 
 async def test_a_curug_officer_cannot_open_another_kecamatans_profile(
