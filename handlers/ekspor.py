@@ -17,6 +17,7 @@ from handlers.common import (
     call_api,
     chat_action,
     core_of,
+    reply,
     show_replies,
     slow,
 )
@@ -24,15 +25,29 @@ from handlers.common import (
 # One workbook at a time per process: a country's takes a writer process and about 110 MiB
 # more; the next officer's waits (with "sending a file…" shown), the report answers do not.
 _EXPORTING = "koperasi_exporting"
+_BUILDING = "koperasi_exports_of_chats"
 
 
 async def ekspor(update: Update, context: Context) -> None:
     chat = update.effective_chat
     assert chat is not None
+    # /ekspor typed again while the first is built: one workbook per chat, not a queue of them.
+    building: set[int] = context.bot_data.setdefault(_BUILDING, set())
+    if chat.id in building:
+        await reply(update, context, "ekspor_sedang")
+        return
+    building.add(chat.id)
+    try:
+        await _export(update, context, chat.id)
+    finally:
+        building.discard(chat.id)
+
+
+async def _export(update: Update, context: Context, chat_id: int) -> None:
     actor = await actor_of(update, context)
     if actor.officer is not None:
         # Building the workbook takes a moment on a large registry; show that it is coming.
-        await chat_action(context, chat.id, ChatAction.UPLOAD_DOCUMENT)
+        await chat_action(context, chat_id, ChatAction.UPLOAD_DOCUMENT)
     exporting: asyncio.Lock = context.bot_data.setdefault(_EXPORTING, asyncio.Lock())
     async with exporting:
         result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
@@ -40,7 +55,7 @@ async def ekspor(update: Update, context: Context) -> None:
         await call_api(
             partial(
                 context.bot.send_document,
-                chat.id,
+                chat_id,
                 document=result.content,
                 filename=result.filename,
                 caption=result.caption,

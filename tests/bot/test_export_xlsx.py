@@ -701,6 +701,12 @@ async def test_a_running_bot_answers_others_while_an_export_is_being_built(
         await asyncio.wait_for(building.wait(), 5)
         answered = await dewi.send("/lapor")
         assert "Oktober 2026" in answered[0].text  # answered while the export is being built
+        # Asked again meanwhile: told it is coming, not queued a second time.
+        again = await city.send("/ekspor")
+        assert [m.text for m in again] == [
+            "Mohon tunggu sebentar: berkas Excel yang Bapak/Ibu minta sebelumnya masih "
+            "disiapkan dan akan segera terkirim."
+        ]
         assert "sendDocument" not in [c.method for c in city.api.sent_since(start)]
         finish.set()
         await settle(app)
