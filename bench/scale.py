@@ -22,6 +22,12 @@ fresh child process running exactly the app's code:
 - (c) bot.export.export_xlsx of `--period`, the whole registry, to a file.
 - (d) the child's peak resident memory (VmHWM) after all of it, plus the peak of the process
   that wrote the workbook when the export used one (bot.xlsx.WorkbookProcess).
+- (e) a treasurer's /lapor while the city-wide officer's /ekspor builds the same workbook, in a
+  started Application (its own update queue, handled one at a time as polling and webhook
+  do): treasurers' updates are queued one after another, each once the one before it was
+  answered, from the officer's /ekspor until the document is sent; their time from the queue
+  to the answer. The /ekspor answers in a task of its own (handlers.common.slow); before that
+  change every update behind it waited for the whole export.
 
 (a) and (b) show the median of `--repeat` runs; (c) runs once. The exit status is 1 when a
 target is missed.
@@ -78,7 +84,14 @@ LABELS = {
     "rekap_trend": "    /rekap chart data (12 months)",
     "export_xlsx": "(c) XLSX export, one month",
     "memory": "(d) peak resident memory (VmHWM)",
+    "answer_behind_export": "(e) /lapor queued behind an inline /ekspor",
+    "answer_during_export": "(e) /lapor answered during an /ekspor",
+    "answer_during_export_max": "    ... the slowest of them",
 }
+OFFICER_ID = 999_000_001  # the generated city-wide officer
+# The generated treasurers (bendahara): person 3k + 3 of cooperative k, Telegram id 10^9 + person.
+FIRST_TREASURER_ID = 1_000_000_003
+TREASURERS = 500  # of the first cooperatives, used in turn by (e)
 
 
 @dataclass
@@ -195,9 +208,21 @@ async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict
             + ("" if writer is None else ", written by a child process"),
         )
         path.unlink()
+        own = _peak_mib()  # (d) before (e), which builds the workbook again
+        waited, seconds = await _answers_during_export(core, inline=True)
+        figures["answer_behind_export"] = (
+            max(waited) * 1000,
+            f"baseline: /ekspor inline (as before), the /lapor queued after it; "
+            f"/ekspor {seconds:.1f} s",
+        )
+        latencies, seconds = await _answers_during_export(core)
+        figures["answer_during_export"] = (
+            statistics.median(latencies) * 1000,
+            f"median of {len(latencies)} answers during the {seconds:.1f} s /ekspor",
+        )
+        figures["answer_during_export_max"] = (max(latencies) * 1000, "")
     finally:
         await core.close()
-    own = _peak_mib()
     detail = f"baseline after imports {figures['baseline_mib']:.0f} MiB"
     if writer is not None:
         # The XLSX writer's peak is added: an upper bound of the two processes together.
@@ -205,6 +230,102 @@ async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict
         own += writer
     figures["memory"] = (own, detail)
     return figures
+
+
+async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[float], float]:
+    """(e): the seconds each treasurer's /lapor took from the update queue to its answer while
+    the officer's /ekspor was built, and how long that /ekspor took to send its document.
+    `inline`: the baseline, /ekspor's handler registered as it was before it ran in a task of
+    its own (the next update waits for it)."""
+    from telegram import Update
+    from telegram.ext import CommandHandler
+
+    import handlers.ekspor
+    from bot.app import build_application
+    from handlers.local_api import LocalBotAPI, LocalUser
+
+    answered = asyncio.Event()
+    waiting_for = ""
+
+    class Watched(LocalBotAPI):
+        async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+            result = await super().do_request(*args, **kwargs)
+            call = self.calls[-1]
+            if call.method == "sendMessage" and str(call.params.get("chat_id")) == waiting_for:
+                answered.set()
+            return result
+
+    api = Watched()
+    app = build_application(core, request=api)
+    if inline:
+        for handler in app.handlers[0]:
+            if isinstance(handler, CommandHandler) and "ekspor" in handler.commands:
+                handler.callback = handlers.ekspor.ekspor
+    latencies: list[float] = []
+    restore = await _keep(core)
+    async with app:
+        await app.start()
+        try:
+            officer = LocalUser(api, OFFICER_ID, "Petugas")
+            started = time.perf_counter()
+            await app.update_queue.put(Update.de_json(officer.text_update("/ekspor"), app.bot))
+            n = 0
+            while not any(c.method == "sendDocument" for c in api.calls):
+                if time.perf_counter() - started > 300:
+                    raise RuntimeError("/ekspor sent no document within 300 s")
+                treasurer = LocalUser(api, FIRST_TREASURER_ID + 3 * (n % TREASURERS), "Bendahara")
+                n += 1
+                waiting_for = str(treasurer.user_id)
+                answered.clear()
+                queued = time.perf_counter()
+                await app.update_queue.put(Update.de_json(treasurer.text_update("/lapor"), app.bot))
+                await answered.wait()
+                latencies.append(time.perf_counter() - queued)
+                await asyncio.sleep(0.05)
+            seconds = time.perf_counter() - started
+        finally:
+            await app.stop()
+            await restore()
+    return latencies, seconds
+
+
+async def _keep(core: Any) -> Callable[[], Awaitable[None]]:
+    """What (e) changes in the generated data, put back afterwards so that a later run measures
+    the same data: the drafts /lapor opens, the exports' audit rows, and when the treasurers
+    and the officer were last seen (a person who writes is reachable again)."""
+    from sqlalchemy import delete, func, select, update
+
+    from storage.models import AuditLog, ChatIdentity, ReportDraft
+
+    people = [str(FIRST_TREASURER_ID + 3 * n) for n in range(TREASURERS)] + [str(OFFICER_ID)]
+    columns = (
+        ChatIdentity.last_seen_at,
+        ChatIdentity.unreachable_at,
+        ChatIdentity.unreachable_reason,
+    )
+    async with core.db.sessions() as session:
+        audit = await session.scalar(select(func.max(AuditLog.id))) or 0
+        drafts = await session.scalar(select(func.max(ReportDraft.id))) or 0
+        seen = (
+            await session.execute(
+                select(ChatIdentity.id, *columns).where(
+                    ChatIdentity.channel == "telegram", ChatIdentity.external_id.in_(people)
+                )
+            )
+        ).all()
+
+    async def restore() -> None:
+        async with core.db.transaction() as session:
+            await session.execute(delete(AuditLog).where(AuditLog.id > audit))
+            await session.execute(delete(ReportDraft).where(ReportDraft.id > drafts))
+            for identity_id, *values in seen:
+                await session.execute(
+                    update(ChatIdentity)
+                    .where(ChatIdentity.id == identity_id)
+                    .values(dict(zip((c.key for c in columns), values, strict=True)))
+                )
+
+    return restore
 
 
 def child(args: argparse.Namespace) -> int:
@@ -288,7 +409,7 @@ def figures_of(url: str, measured: dict[str, Any]) -> list[Figure]:
     figures = []
     for key in LABELS:
         value, detail = measured[key]
-        unit = "MiB" if key == "memory" else "s"
+        unit = "MiB" if key == "memory" else "ms" if key.startswith("answer_") else "s"
         figures.append(Figure(name, key, round(value, 3), unit, TARGETS.get(key), detail))
     return figures
 
