@@ -26,6 +26,7 @@ from storage.models import (
     OutboxMessage,
     Person,
     Report,
+    ReportDraft,
     ReportRevision,
 )
 from tests.conftest import PG_URL, _pg_admin, _pg_reachable
@@ -41,6 +42,9 @@ FIGURES = {
     "rekap_trend",
     "export_xlsx",
     "memory",
+    "answer_behind_export",
+    "answer_during_export",
+    "answer_during_export_max",
 }
 
 
@@ -55,6 +59,27 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     name = f"kopbot_bench_{uuid.uuid4().hex[:12]}"
     yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
     asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _traces(url: str) -> tuple[int, list[str], list[tuple[object, ...]]]:
+    """What a person's messages change: drafts, audit rows, when each chat was last seen."""
+    from bench._common import async_url
+
+    db = Database(async_url(url))
+    try:
+        async with db.sessions() as session:
+            drafts = int(await session.scalar(select(func.count()).select_from(ReportDraft)) or 0)
+            actions = list((await session.scalars(select(AuditLog.action))).all())
+            seen = (
+                await session.execute(
+                    select(
+                        ChatIdentity.id, ChatIdentity.last_seen_at, ChatIdentity.unreachable_at
+                    ).order_by(ChatIdentity.id)
+                )
+            ).all()
+            return drafts, actions, [tuple(row) for row in seen]
+    finally:
+        await db.dispose()
 
 
 async def _stored(url: str) -> dict[str, object]:
@@ -144,6 +169,7 @@ def test_generate_then_measure(url: str) -> None:
         assert columns == Report.counted(answers)
     assert stored["marker"]["coops"] == COOPS  # type: ignore[index]
 
+    before = asyncio.run(_traces(url))
     done = subprocess.run(
         [
             sys.executable,
@@ -176,5 +202,10 @@ def test_generate_then_measure(url: str) -> None:
     assert figures["reminder_people"]["value"] >= figures["reminder_targets"]["value"]
     assert figures["reminder_rerun"]["detail"] == "open 2026-10: 0 koperasi"
     assert f"{COOPS} rows" in figures["export_xlsx"]["detail"]
+    # (e): treasurers' /lapor answered while the officer's /ekspor ran, and the baseline.
+    assert figures["answer_during_export"]["detail"].startswith("median of ")
+    assert figures["answer_behind_export"]["value"] > 0
+    # What (e) wrote is put back: the next run measures the same data.
+    assert asyncio.run(_traces(url)) == before
     # At this size every target is met; the exit status says so.
     assert done.returncode == 0, done.stdout
