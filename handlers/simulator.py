@@ -83,6 +83,16 @@ class Simulator:
                 return int(answer)
             self.say("sim_invalid_choice", maximum=count)
 
+    async def ask_name(self, default: str) -> str | None:
+        """The person's name ("" for the default); a command typed here is asked again: it
+        was meant for the bot, which is not listening yet."""
+        self.say("sim_ask_name", default=default)
+        while True:
+            name = await self.ask()
+            if name is None or not name.startswith("/"):
+                return name
+            self.say("sim_name_not_command", command=name, default=default)
+
     def show(self, messages: list[SentMessage]) -> None:
         for message in messages:
             self.shown.add((message.chat_id, message.message_id))
@@ -143,8 +153,7 @@ class Simulator:
             return False
         jabatan = roles[picked - 1] if picked else next(r for r in roles if r.kode == "bendahara")
         default = self.core.messages.render("sim_default_name", officer=False)
-        self.say("sim_ask_name", default=default)
-        name = await self.ask()
+        name = await self.ask_name(default)
         if name is None:
             return False
         user_id = 900_000_000 + coop.id * 100 + jabatan.id
@@ -165,8 +174,7 @@ class Simulator:
 
     async def _as_officer(self) -> bool:
         default = self.core.messages.render("sim_default_name", officer=True)
-        self.say("sim_ask_name", default=default)
-        name = await self.ask()
+        name = await self.ask_name(default)
         if name is None:
             return False
         saved = await officers.add_officer(

@@ -21,6 +21,7 @@ async def test_script_links_a_board_member_and_gets_the_greeting(
             "sukawana",  # two match: the simulator lists them
             "2",  # Sukawana (Curug)
             "",  # role: Enter = bendahara
+            "/lapor",  # a command where the name is asked: asked again
             "Siti Aminah",
             "/bantuan",
             "/keluar",
@@ -34,6 +35,7 @@ async def test_script_links_a_board_member_and_gets_the_greeting(
     out = result.stdout
     assert "Sukawana (Serang)" in out
     assert "Sukawana (Curug)" in out
+    assert "Itu perintah untuk bot (/lapor), sedangkan yang ditanyakan nama Anda." in out
     assert "Anda: /start " in out
     assert "Bapak/Ibu Siti Aminah." in out
     assert (
