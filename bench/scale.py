@@ -262,7 +262,14 @@ async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[
             if isinstance(handler, CommandHandler) and "ekspor" in handler.commands:
                 handler.callback = handlers.ekspor.ekspor
     latencies: list[float] = []
-    restore = await _keep(core)
+    from sqlalchemy import func, select
+
+    from storage.models import Koperasi
+
+    async with core.db.sessions() as session:
+        coops = int(await session.scalar(select(func.count(Koperasi.id))) or 0)
+    treasurers = max(1, min(TREASURERS, coops))  # each a treasurer of the generated data
+    restore = await _keep(core, treasurers)
     async with app:
         await app.start()
         try:
@@ -273,13 +280,13 @@ async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[
             while not any(c.method == "sendDocument" for c in api.calls):
                 if time.perf_counter() - started > 300:
                     raise RuntimeError("/ekspor sent no document within 300 s")
-                treasurer = LocalUser(api, FIRST_TREASURER_ID + 3 * (n % TREASURERS), "Bendahara")
+                treasurer = LocalUser(api, FIRST_TREASURER_ID + 3 * (n % treasurers), "Bendahara")
                 n += 1
                 waiting_for = str(treasurer.user_id)
                 answered.clear()
                 queued = time.perf_counter()
                 await app.update_queue.put(Update.de_json(treasurer.text_update("/lapor"), app.bot))
-                await answered.wait()
+                await asyncio.wait_for(answered.wait(), 300)
                 latencies.append(time.perf_counter() - queued)
                 await asyncio.sleep(0.05)
             seconds = time.perf_counter() - started
@@ -289,7 +296,7 @@ async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[
     return latencies, seconds
 
 
-async def _keep(core: Any) -> Callable[[], Awaitable[None]]:
+async def _keep(core: Any, treasurers: int) -> Callable[[], Awaitable[None]]:
     """What (e) changes in the generated data, put back afterwards so that a later run measures
     the same data: the drafts /lapor opens, the exports' audit rows, and when the treasurers
     and the officer were last seen (a person who writes is reachable again)."""
@@ -297,7 +304,7 @@ async def _keep(core: Any) -> Callable[[], Awaitable[None]]:
 
     from storage.models import AuditLog, ChatIdentity, ReportDraft
 
-    people = [str(FIRST_TREASURER_ID + 3 * n) for n in range(TREASURERS)] + [str(OFFICER_ID)]
+    people = [str(FIRST_TREASURER_ID + 3 * n) for n in range(treasurers)] + [str(OFFICER_ID)]
     columns = (
         ChatIdentity.last_seen_at,
         ChatIdentity.unreachable_at,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
@@ -16,6 +17,11 @@ class Core:
     db: Database
     clock: Clock
     messages: Messages
+    # The slow officer commands that read a whole registry (/ekspor, /rekap, the charts) run
+    # one at a time per process, whichever channel asked: a country's workbook takes a writer
+    # process and about 110 MiB more, and each holds a pool connection for seconds. They run
+    # beside the report answers, not in front of them (handlers.common.slow).
+    slow_work: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     @classmethod
     def create(

@@ -162,9 +162,11 @@ Handler = Callable[[Update, Context], Coroutine[Any, Any, None]]
 def in_background(update: Update, context: Context, handler: Handler) -> None:
     """Answers `update` with `handler` in a task of its own. Updates are handled one at a time
     (in the order each person sent them): an officer's export of a whole country (seconds) would
-    otherwise hold up everyone's report answers behind it. For read-only commands only; PTB
-    hands the task's errors to the error handler with the update, and `Application.stop` waits
-    for it."""
+    otherwise hold up everyone's report answers behind it. For read-only commands only; their
+    heavy part takes `Core.slow_work`, one at a time. PTB hands the task's errors to the error
+    handler with the update, and `Application.stop` waits for it. A webhook's update is
+    answered 200 once the task started: a process killed meanwhile loses that answer (nothing
+    was written; the officer asks again)."""
     app = context.application
     running: dict[asyncio.Task[Any], Update] = app.bot_data.setdefault(_BACKGROUND, {})
     task = app.create_task(handler(update, context), update=update, name="background")

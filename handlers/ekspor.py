@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 
 from telegram import Update
@@ -22,9 +21,7 @@ from handlers.common import (
     slow,
 )
 
-# One workbook at a time per process: a country's takes a writer process and about 110 MiB
-# more; the next officer's waits (with "sending a file…" shown), the report answers do not.
-_EXPORTING = "koperasi_exporting"
+# The chats whose workbook is being built (or waits for Core.slow_work).
 _BUILDING = "koperasi_exports_of_chats"
 
 
@@ -48,9 +45,9 @@ async def _export(update: Update, context: Context, chat_id: int) -> None:
     if actor.officer is not None:
         # Building the workbook takes a moment on a large registry; show that it is coming.
         await chat_action(context, chat_id, ChatAction.UPLOAD_DOCUMENT)
-    exporting: asyncio.Lock = context.bot_data.setdefault(_EXPORTING, asyncio.Lock())
-    async with exporting:
-        result = await officer_export(core_of(context), actor, " ".join(context.args or []) or None)
+    core = core_of(context)
+    async with core.slow_work:  # one at a time (the next waits with "sending a file…" shown)
+        result = await officer_export(core, actor, " ".join(context.args or []) or None)
     if isinstance(result, Document):
         await call_api(
             partial(

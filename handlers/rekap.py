@@ -23,15 +23,14 @@ from handlers.common import (
 )
 
 CALLBACK_PREFIX = "k:"
-# One chart drawn at a time per process (matplotlib does not promise more, even with a figure
-# each); the next waits for it, the report answers do not.
-_DRAWING = "koperasi_drawing"
 
 
 async def rekap(update: Update, context: Context) -> None:
     actor = await actor_of(update, context)
     text = " ".join(context.args or []) or None
-    replies = await recap_view(core_of(context), actor, text)
+    core = core_of(context)
+    async with core.slow_work:
+        replies = await recap_view(core, actor, text)
     await show_replies(update, context, replies, CALLBACK_PREFIX)
 
 
@@ -42,15 +41,15 @@ async def chart_button(update: Update, context: Context) -> None:
     assert chat is not None
     actor = await actor_of(update, context)
     action = (query.data or "").removeprefix(CALLBACK_PREFIX)
-    found = await chart_view(core_of(context), actor, action)
+    core = core_of(context)
+    found = await chart_view(core, actor, action)
     if not isinstance(found, Chart):
         await show_replies(update, context, [found], CALLBACK_PREFIX)
         return
     # Stop the button's spinner now: drawing takes a second or two.
     await answer_query(update)
     await chat_action(context, chat.id, ChatAction.UPLOAD_PHOTO)
-    drawing: asyncio.Lock = context.bot_data.setdefault(_DRAWING, asyncio.Lock())
-    async with drawing:
+    async with core.slow_work:
         png = await asyncio.to_thread(found.render)
     await call_api(
         partial(

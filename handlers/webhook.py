@@ -63,7 +63,8 @@ class WebhookHandler(BareHandler):
     Answered after the handling, an update whose process dies gets no 200 and Telegram delivers
     it again, to this process or, behind one address, to another (handling it twice is
     harmless: see docs/RELIABILITY.md). One update at a time per process, in arrival order, as
-    the update queue did.
+    the update queue did. The slow officer commands (handlers.common.slow) are handled in a
+    task of their own: their update is answered once the task started.
     """
 
     SUPPORTED_METHODS = ("POST",)
