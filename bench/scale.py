@@ -131,6 +131,8 @@ async def _timed(repeat: int, work: Callable[[], Awaitable[Any]]) -> tuple[float
 
 
 async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
     from bot import export, reminders
     from bot.clock import FixedClock
     from bot.config import Settings
@@ -138,6 +140,7 @@ async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict
     from bot.identity import identify
     from bot.periods import Period
     from bot.rekap import latest_period, recap_view, reporting_trend
+    from storage.models import Koperasi
 
     settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
     core = Core.create(settings, clock=FixedClock(datetime.fromisoformat(NOW)))
@@ -209,13 +212,16 @@ async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict
         )
         path.unlink()
         own = _peak_mib()  # (d) before (e), which builds the workbook again
-        waited, seconds = await _answers_during_export(core, inline=True)
+        async with core.db.sessions() as session:
+            coops = int(await session.scalar(select(func.count(Koperasi.id))) or 0)
+        treasurers = max(1, min(TREASURERS, coops))  # each a treasurer of the generated data
+        waited, seconds = await _answers_during_export(core, treasurers, inline=True)
         figures["answer_behind_export"] = (
             max(waited) * 1000,
             f"baseline: /ekspor inline (as before), the /lapor queued after it; "
             f"/ekspor {seconds:.1f} s",
         )
-        latencies, seconds = await _answers_during_export(core)
+        latencies, seconds = await _answers_during_export(core, treasurers)
         figures["answer_during_export"] = (
             statistics.median(latencies) * 1000,
             f"median of {len(latencies)} answers during the {seconds:.1f} s /ekspor",
@@ -232,11 +238,14 @@ async def measure(url: str, period_key: str, repeat: int, out_dir: Path) -> dict
     return figures
 
 
-async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[float], float]:
+async def _answers_during_export(
+    core: Any, treasurers: int, inline: bool = False
+) -> tuple[list[float], float]:
     """(e): the seconds each treasurer's /lapor took from the update queue to its answer while
     the officer's /ekspor was built, and how long that /ekspor took to send its document.
-    `inline`: the baseline, /ekspor's handler registered as it was before it ran in a task of
-    its own (the next update waits for it)."""
+    `treasurers`: how many of the generated treasurers take turns. `inline`: the baseline,
+    /ekspor's handler registered as it was before it ran in a task of its own (the next
+    update waits for it)."""
     from telegram import Update
     from telegram.ext import CommandHandler
 
@@ -262,13 +271,6 @@ async def _answers_during_export(core: Any, inline: bool = False) -> tuple[list[
             if isinstance(handler, CommandHandler) and "ekspor" in handler.commands:
                 handler.callback = handlers.ekspor.ekspor
     latencies: list[float] = []
-    from sqlalchemy import func, select
-
-    from storage.models import Koperasi
-
-    async with core.db.sessions() as session:
-        coops = int(await session.scalar(select(func.count(Koperasi.id))) or 0)
-    treasurers = max(1, min(TREASURERS, coops))  # each a treasurer of the generated data
     restore = await _keep(core, treasurers)
     async with app:
         await app.start()

@@ -15,14 +15,12 @@ class Ticker:
     busy machine only makes every turn a little late)."""
 
     def __init__(self) -> None:
-        self.ticks = 0
         self.longest_stall = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
         last = time.monotonic()
         while True:
-            self.ticks += 1
             await asyncio.sleep(0.01)
             now = time.monotonic()
             self.longest_stall = max(self.longest_stall, now - last)
